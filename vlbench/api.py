@@ -1,0 +1,398 @@
+"""The public interfaces and value types of vlbench.
+
+Plugins implement `Condenser`, `Backbone` and `DatasetSource`; the harness passes `Pairs`,
+`CondenseContext`, `CondensedSet`, `RunSpec` and `TrainProtocol` between them. Nothing here
+knows any particular method, model or data set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import torch
+from torch import Tensor, nn
+
+SIDES = ("image", "text")
+
+
+class VLBenchError(Exception):
+    """An error caused by user input; the CLI prints its message as one line."""
+
+
+def cache_dir() -> Path:
+    """Root of everything vlbench derives (data, embeddings, weights, condensed sets)."""
+    return Path(os.environ.get("VLBENCH_CACHE", Path.home() / ".cache" / "vlbench")).expanduser()
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Content hash of a JSON-able object, independent of dict order."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """One split of a captioned image collection: image files and their captions."""
+
+    name: str
+    image_paths: list[Path]
+    captions: list[list[str]]  # captions[i] are the captions of image i
+
+    def __post_init__(self):
+        if len(self.image_paths) != len(self.captions):
+            raise ValueError("one caption list per image is required")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def pair_image(self) -> Tensor:
+        """Image index of every (image, caption) pair, pairs in caption order."""
+        return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps], dtype=torch.long)
+
+    @property
+    def pair_captions(self) -> list[str]:
+        return [c for caps in self.captions for c in caps]
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+
+@dataclass
+class ImageTextDataset:
+    """A loaded data set: its splits plus what makes results on it comparable."""
+
+    name: str
+    root: Path
+    splits: dict[str, Split]
+    fingerprint: str  # changes whenever the annotations or the image list change
+    image_size: int | None = None  # native size, when all images share one (embedded data)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise VLBenchError(f"data set {self.name!r} has no {name!r} split (has: {', '.join(self.splits)})")
+        return self.splits[name]
+
+
+class DatasetSource(ABC):
+    """A named, loadable data set (registered by plugins)."""
+
+    name: ClassVar[str]
+    #: Whether positions are meaningful (left/right in captions): then no horizontal flips.
+    flip_safe: ClassVar[bool] = True
+
+    @abstractmethod
+    def load(self, data_root: Path | None) -> ImageTextDataset:
+        """Read the annotations (and check the images exist); generate them if embedded."""
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class TextEncoder(ABC):
+    """A frozen text encoder: captions -> fixed embeddings, computed once and cached."""
+
+    #: Identifies weights and pooling; part of every cache key that holds its output.
+    id: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
+        """Return float32 (len(captions), dim) embeddings, on the CPU."""
+
+
+class VLModel(nn.Module):
+    """A dual encoder trained on (image pixels, frozen text embeddings).
+
+    Parameter names start with ``image_`` or ``text_`` so that every trainable tensor belongs to
+    one side; distillers read and replace them through ``torch.func.functional_call``.
+    """
+
+    temperature: float = 0.07
+
+    @abstractmethod
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        """L2-normalised joint-space embeddings of normalised pixels."""
+
+    @abstractmethod
+    def encode_text(self, text_features: Tensor) -> Tensor:
+        """L2-normalised joint-space embeddings of frozen text-encoder outputs."""
+
+    def forward(self, pixels: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encode_image(pixels), self.encode_text(text_features)
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    @staticmethod
+    def side_of(name: str) -> str:
+        side = name.split("_", 1)[0]
+        if side not in SIDES:
+            raise ValueError(f"parameter {name!r} belongs to no side (expected prefix image_ or text_)")
+        return side
+
+    def trainable_by_side(self) -> dict[str, dict[str, nn.Parameter]]:
+        out: dict[str, dict[str, nn.Parameter]] = {s: {} for s in SIDES}
+        for name, p in self.trainable_parameters().items():
+            out[self.side_of(name)][name] = p
+        return out
+
+    def lora_parameter_names(self) -> set[str]:
+        return {n for n in self.trainable_parameters() if "lora_" in n}
+
+
+class Backbone(ABC):
+    """A named model family: builds fresh VLModels, owns the frozen text encoder and transforms."""
+
+    name: ClassVar[str]
+
+    def __init__(self, **config: Any):
+        self.config = config
+
+    @property
+    def id(self) -> str:
+        """Name plus config: what makes two backbones the same for caching and leaderboards."""
+        return f"{self.name}-{stable_hash(self.config, 8)}" if self.config else self.name
+
+    @property
+    @abstractmethod
+    def text_encoder(self) -> TextEncoder: ...
+
+    @property
+    @abstractmethod
+    def image_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) of the image encoder's input normalisation."""
+
+    @abstractmethod
+    def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
+        """A fresh model: pretrained parts loaded, heads initialised from `seed`."""
+
+    def prepare(self, progress: bool = True) -> None:
+        """Fetch or compute what `build` needs (pretrained weights); idempotent and cached."""
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+@dataclass
+class Pairs:
+    """The (image, caption) pairs of one split, ready for a model.
+
+    `images` holds normalised image tensors (test transform), one per image; pairs point into it.
+    """
+
+    images: Tensor  # (num_images, 3, H, W) float32, normalised
+    pair_image: Tensor  # (num_pairs,) long
+    text_features: Tensor  # (num_pairs, d) frozen text-encoder output
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.pair_image)
+
+    def select(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Images and text features of the given pairs."""
+        return self.images[self.pair_image[indices]], self.text_features[indices]
+
+
+@dataclass(frozen=True)
+class TrainProtocol:
+    """How a fresh model is trained: the same code trains experts and evaluation models."""
+
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    #: When a condensed set carries learned learning rates, train with them (and this momentum).
+    learned_lr_momentum: float = 0.0
+    version: str = "1"
+
+    @property
+    def id(self) -> str:
+        return f"v{self.version}-{stable_hash(dataclasses.asdict(self), 6)}"
+
+
+# ----------------------------------------------------------------------------- condensing
+
+
+@dataclass
+class CondenseContext:
+    """Everything a condenser may use: training pairs, the backbone, the budget, a seed."""
+
+    dataset: ImageTextDataset
+    train: Pairs
+    backbone: Backbone
+    budget: int
+    seed: int
+    device: torch.device
+    protocol: TrainProtocol
+    work_dir: Path  # private, persistent scratch space for this condense job (checkpoints)
+    progress: bool = True
+    #: Trains (or loads from cache) a model on the full training set with the shared trainer.
+    reference_model: Callable[[int], VLModel] | None = None
+
+
+@dataclass
+class CondensedSet:
+    """What a condenser produced, saved as safetensors plus a JSON manifest."""
+
+    images: Tensor  # (N, 3, H, W) float32, in the backbone's normalised input space
+    text_features: Tensor  # (N, d) frozen text-encoder space
+    learned_lrs: dict[str, float] | None = None  # {"image": lr, "text": lr}
+    soft_targets: Tensor | None = None  # (N, N) similarity targets, if the method learns them
+    source_indices: Tensor | None = None  # training pair indices, for coresets
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.images)
+        if self.text_features.shape[0] != n:
+            raise ValueError(f"{n} images but {self.text_features.shape[0]} text features")
+        if self.source_indices is not None and len(self.source_indices) != n:
+            raise ValueError("one source index per pair is required")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def extra_bytes(self) -> int:
+        """Storage beyond the N pairs themselves (learned lrs, soft targets)."""
+        extra = 4 * len(self.learned_lrs or {})
+        if self.soft_targets is not None:
+            extra += self.soft_targets.numel() * self.soft_targets.element_size()
+        return extra
+
+    @property
+    def storage_bytes(self) -> int:
+        pairs = sum(t.numel() * t.element_size() for t in (self.images, self.text_features))
+        return pairs + self.extra_bytes
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {"images": self.images, "text_features": self.text_features}
+        if self.soft_targets is not None:
+            out["soft_targets"] = self.soft_targets
+        if self.source_indices is not None:
+            out["source_indices"] = self.source_indices
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def save(self, directory: Path) -> Path:
+        """Write atomically: a reader sees the old set, or the complete new one."""
+        from safetensors.torch import save_file
+
+        from vlbench.storage import atomic_directory
+
+        with atomic_directory(Path(directory)) as tmp:
+            save_file(self.tensors(), str(tmp / "tensors.safetensors"))
+            manifest = {
+                "num_pairs": len(self),
+                "learned_lrs": self.learned_lrs,
+                "storage_bytes": self.storage_bytes,
+                "extra_bytes": self.extra_bytes,
+                "meta": self.meta,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> "CondensedSet":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+            tensors = load_file(str(directory / "tensors.safetensors"))
+        except (OSError, ValueError) as e:
+            raise VLBenchError(f"cannot read condensed set at {directory}: {e}") from e
+        return cls(
+            images=tensors["images"],
+            text_features=tensors["text_features"],
+            learned_lrs=manifest.get("learned_lrs"),
+            soft_targets=tensors.get("soft_targets"),
+            source_indices=tensors.get("source_indices"),
+            meta=manifest.get("meta", {}),
+        )
+
+    @classmethod
+    def from_indices(cls, train: Pairs, indices: Iterable[int], **meta: Any) -> "CondensedSet":
+        """A coreset: the given training pairs, with their indices as provenance."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        images, text = train.select(idx)
+        return cls(images=images.clone(), text_features=text.clone(), source_indices=idx, meta=dict(meta))
+
+
+class Condenser(ABC):
+    """A method that turns training pairs into `budget` pairs.
+
+    Subclasses set `name`, may declare a `Config` dataclass (its fields are the options a user
+    sets in YAML), and declare which extras beyond the pairs they store.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [])
+    #: Extras this condenser may put in a CondensedSet, counted against its budget on the board.
+    extras: ClassVar[frozenset[str]] = frozenset()  # subset of {"learned_lrs", "soft_targets"}
+
+    def __init__(self, **options: Any):
+        known = {f.name for f in dataclasses.fields(self.Config)}
+        unknown = set(options) - known
+        if unknown:
+            raise VLBenchError(
+                f"condenser {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
+                f"(options: {', '.join(sorted(known)) or 'none'})"
+            )
+        self.config = self.Config(**options)
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    @abstractmethod
+    def condense(self, ctx: CondenseContext) -> CondensedSet:
+        """Return exactly `ctx.budget` pairs."""
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RunSpec:
+    """One benchmark run: condense once, train `evals` fresh models, evaluate on test."""
+
+    condenser: str
+    budget: int
+    dataset: str = "synthscenes"
+    backbone: str = "tinyvit-minilm"
+    data_root: str | None = None
+    evals: int = 5
+    seed: int = 0
+    condenser_options: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    protocol: TrainProtocol = field(default_factory=TrainProtocol)
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        if isinstance(d.get("protocol"), dict):
+            d["protocol"] = TrainProtocol(**d["protocol"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise VLBenchError(f"unknown run option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        return cls(**d)
