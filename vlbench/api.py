@@ -345,6 +345,8 @@ class Condenser(ABC):
     Config: ClassVar[type] = dataclasses.make_dataclass("Config", [])
     #: Extras this condenser may put in a CondensedSet, counted against its budget on the board.
     extras: ClassVar[frozenset[str]] = frozenset()  # subset of {"learned_lrs", "soft_targets"}
+    #: The full-data reference: nothing is condensed, evaluation trains on all training pairs.
+    trains_on_full_data: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         known = {f.name for f in dataclasses.fields(self.Config)}

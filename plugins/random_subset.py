@@ -1,0 +1,19 @@
+"""`random`: uniformly sampled training pairs, without replacement, seeded."""
+import torch
+
+from vlbench import hookimpl
+from vlbench.api import CondensedSet, CondenseContext, Condenser
+
+
+class RandomPairs(Condenser):
+    name = "random"
+
+    def condense(self, ctx: CondenseContext) -> CondensedSet:
+        generator = torch.Generator().manual_seed(ctx.seed)
+        picked = torch.randperm(len(ctx.train), generator=generator)[: ctx.budget]
+        return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)
+
+
+@hookimpl
+def register_condensers(register):
+    register(RandomPairs)

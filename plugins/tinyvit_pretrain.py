@@ -1,0 +1,67 @@
+"""Pretraining of the default image encoder: per-cell attribute classification on synthscenes.
+
+The `pretrain` split of the generator is disjoint from train/val/test, so no benchmark image is
+seen. The encoder learns colour, shape and size per grid cell from its patch tokens; retrieval
+training later has to turn that into a global embedding that composes them, which is what makes
+the benchmark need fine-tuning (here: LoRA) at all.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from vlbench.data.images import load_images
+from vlbench.data.synthscenes import SynthScenes, load_pretrain_labels
+from vlbench.storage import atomic_write_json
+
+
+def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.Tensor:
+    """Patch tokens averaged per grid cell: (B, grid*grid, width)."""
+    tokens = vit.forward_features(pixels)[:, vit.num_prefix_tokens :]
+    side = int(tokens.shape[1] ** 0.5)
+    maps = tokens.transpose(1, 2).reshape(len(tokens), -1, side, side)
+    return F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)
+
+
+def pretrain(vit: nn.Module, path: Path, epochs: int, mean, std, progress: bool = True, seed: int = 0) -> None:
+    from safetensors.torch import save_file
+
+    root = SynthScenes().load(None).root
+    paths, labels, class_names = load_pretrain_labels(root)
+    pixels = load_images(paths, vit.patch_embed.img_size[0], mean, std, progress=progress)
+    sizes = [len(class_names[k]) + 1 for k in ("colours", "shapes", "sizes")]  # +1: empty cell
+    targets = labels + 1  # -1 (empty) becomes class 0
+    torch.manual_seed(seed)
+    heads = nn.ModuleList(nn.Linear(vit.embed_dim, n) for n in sizes)
+    optimizer = torch.optim.AdamW([*vit.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    steps = epochs * -(-len(pixels) // 128)
+    bar = tqdm(total=steps, desc="pretraining tiny ViT", disable=not progress, unit="step")
+    vit.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(pixels), generator=generator).split(128):
+            cells = cell_features(vit, pixels[idx])
+            loss = sum(F.cross_entropy(h(cells).flatten(0, 1), targets[idx, :, k].flatten()) for k, h in enumerate(heads))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    vit.eval()
+    with torch.no_grad():
+        held_out = slice(len(pixels) - 1000, None)  # last 1000: a sanity check, not a selection
+        cells = cell_features(vit, pixels[held_out])
+        accuracy = {
+            k: (h(cells).argmax(-1) == targets[held_out, :, i]).float().mean().item()
+            for i, (k, h) in enumerate(zip(("colour", "shape", "size"), heads))
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    atomic_write_json(path.with_suffix(".json"), {"epochs": epochs, "train_accuracy_last_1000": accuracy})

@@ -1,0 +1,67 @@
+"""Building blocks shared by backbones: the projection head, the dual encoder, frozen text encoders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlbench.api import TextEncoder, VLModel
+
+
+class ProjectionHead(nn.Module):
+    """Linear-GELU-Linear-Dropout with a residual and LayerNorm (the paper's head)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.fc = nn.Linear(out_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        projected = self.proj(x)
+        return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
+
+
+class DualEncoder(VLModel):
+    """An image encoder plus heads on both sides; the text side starts from frozen embeddings.
+
+    `image_encoder(pixels)` must return (B, image_dim) features. Trainable parameters are those
+    with requires_grad (a LoRA backbone freezes its base weights before handing the encoder in).
+    """
+
+    def __init__(self, image_encoder: nn.Module, image_dim: int, text_dim: int, embed_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.image_head = ProjectionHead(image_dim, embed_dim, dropout)
+        self.text_head = ProjectionHead(text_dim, embed_dim, dropout)
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        return F.normalize(self.image_head(self.image_encoder(pixels)), dim=-1)
+
+    def encode_text(self, text_features: Tensor) -> Tensor:
+        return F.normalize(self.text_head(text_features), dim=-1)
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    """A frozen sentence-transformers model (mean pooling as the model defines it), from a local path."""
+
+    def __init__(self, path: str | Path, dim: int, id: str):
+        self.path, self.dim, self.id = str(path), dim, id
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.path, device="cpu", local_files_only=True)
+        return self._model
+
+    @torch.no_grad()
+    def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
+        out = self._load().encode(
+            captions, batch_size=batch_size, show_progress_bar=progress, convert_to_tensor=True, normalize_embeddings=False
+        )
+        return out.float().cpu()

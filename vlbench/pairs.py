@@ -1,0 +1,33 @@
+"""Turn a split into model-ready `Pairs`: decoded images plus cached frozen text features."""
+from __future__ import annotations
+
+import torch
+
+from vlbench.api import Backbone, ImageTextDataset, Pairs, cache_dir
+from vlbench.data.images import load_images
+
+
+def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> torch.Tensor:
+    """Frozen text-encoder outputs for every caption of a split, computed once and cached."""
+    from safetensors.torch import load_file, save_file
+
+    encoder = backbone.text_encoder
+    path = cache_dir() / "text" / f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}.safetensors"
+    if path.exists():
+        return load_file(str(path))["features"]
+    captions = dataset.split(split).pair_captions
+    if progress:
+        print(f"encoding {len(captions)} {split} captions with {encoder.id} (once; cached in {path.parent})")
+    features = encoder.encode(captions, progress=progress).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"features": features}, str(tmp))
+    tmp.replace(path)
+    return features
+
+
+def load_pairs(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> Pairs:
+    data = dataset.split(split)
+    mean, std = backbone.normalization
+    images = load_images(data.image_paths, backbone.image_size, mean, std, progress=progress)
+    return Pairs(images, data.pair_image, text_features(dataset, split, backbone, progress), data.pair_captions)

@@ -1,0 +1,217 @@
+"""RunSpec -> condense (cached) -> train fresh models -> evaluate on test -> one record."""
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm import tqdm
+
+import vlbench
+from vlbench.api import (
+    Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, RunSpec, VLBenchError, VLModel,
+    cache_dir, stable_hash,
+)
+from vlbench.metrics import summarize
+from vlbench.pairs import load_pairs
+from vlbench.plugins import Registry, registry
+from vlbench.results import ResultsStore, new_run_id
+from vlbench.train import TrainData, evaluate, train
+
+PACKAGES = ("torch", "torchvision", "timm", "peft", "open_clip_torch", "transformers", "sentence-transformers", "numpy")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VLBenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is the process peak so far (KiB on Linux): a stage reports the peak up to its end.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def stage(stages: dict[str, dict[str, Any]], name: str, device: torch.device) -> Iterator[dict[str, Any]]:
+    """Time a stage and record its peak memory (GPU memory on CUDA, process RSS on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    yield info
+    info.update(wall_s=round(time.perf_counter() - start, 3), peak_mem_mb=round(_peak_mem_mb(device), 1))
+    stages[name] = info
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _load_state(model: VLModel, path: Path) -> VLModel:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)), strict=False)
+    return model
+
+
+def _save_state(model: VLModel, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_parameters().items()}, str(tmp))
+    tmp.replace(path)
+
+
+class Run:
+    """The state of one run while it executes: resolved plugins, data, backbone, device."""
+
+    def __init__(self, spec: RunSpec, plugins: Registry | None = None, progress: bool = True):
+        self.spec, self.progress = spec, progress
+        self.plugins = plugins or registry()
+        self.device = resolve_device(spec.device)
+        self.condenser_cls: type[Condenser] = self.plugins.get("condenser", spec.condenser)
+        self.condenser = self.condenser_cls(**spec.condenser_options)
+        self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
+        self.source = self.plugins.get("dataset", spec.dataset)()
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(message, file=sys.stderr)
+
+    def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
+        root = Path(self.spec.data_root).expanduser() if self.spec.data_root else None
+        if root is not None and not root.exists():
+            raise VLBenchError(f"data root {root} does not exist; pass the directory that holds the {self.spec.dataset} files")
+        dataset = self.source.load(root)
+        train_size = dataset.split("train").num_pairs
+        if not self.condenser_cls.trains_on_full_data and not 0 < self.spec.budget <= train_size:
+            raise VLBenchError(f"budget must be between 1 and the {train_size} training pairs of {dataset.name}, got {self.spec.budget}")
+        self.backbone.prepare(progress=self.progress)
+        train_pairs = load_pairs(dataset, "train", self.backbone, self.progress)
+        test_pairs = load_pairs(dataset, "test", self.backbone, self.progress)
+        return dataset, train_pairs, test_pairs
+
+    def reference_model(self, dataset: ImageTextDataset, train_pairs: Pairs, seed: int) -> VLModel:
+        """A model trained on all training pairs with the shared trainer; cached per seed."""
+        key = stable_hash([dataset.fingerprint, self.backbone.id, self.spec.protocol.id, seed])
+        path = cache_dir() / "reference" / f"{dataset.name}-{key}.safetensors"
+        model = self.backbone.build(seed, self.device)
+        if path.exists():
+            return _load_state(model, path)
+        self.log(f"training a full-data reference model (seed {seed}; cached in {path.parent})")
+        self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
+        _save_state(model, path)
+        return model
+
+    def condense_key(self, dataset: ImageTextDataset) -> str:
+        version = self.plugins.provenance("condenser", self.spec.condenser)["version"]
+        return stable_hash({
+            "condenser": self.spec.condenser, "version": version, "config": self.condenser.config_dict(),
+            "dataset": dataset.fingerprint, "backbone": self.backbone.id, "budget": self.spec.budget,
+            "seed": self.spec.seed, "protocol": self.spec.protocol.id,
+        })
+
+    def condense(self, dataset: ImageTextDataset, train_pairs: Pairs) -> tuple[CondensedSet, str, Path, bool]:
+        key = self.condense_key(dataset)
+        path = cache_dir() / "condensed" / f"{self.spec.condenser}-{self.spec.budget}-{key}"
+        if (path / "manifest.json").exists():
+            self.log(f"reusing condensed set {path}")
+            return CondensedSet.load(path), key, path, True
+        ctx = CondenseContext(
+            dataset=dataset, train=train_pairs, backbone=self.backbone, budget=self.spec.budget, seed=self.spec.seed,
+            device=self.device, protocol=self.spec.protocol, work_dir=cache_dir() / "work" / key, progress=self.progress,
+            reference_model=lambda seed: self.reference_model(dataset, train_pairs, seed),
+        )
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        condensed = self.condenser.condense(ctx)
+        if len(condensed) != self.spec.budget:
+            raise VLBenchError(f"condenser {self.spec.condenser!r} returned {len(condensed)} pairs for budget {self.spec.budget}")
+        condensed.meta.update(condenser=self.spec.condenser, config=self.condenser.config_dict(), key=key)
+        condensed.save(path)
+        return condensed, key, path, False
+
+    def _train(self, model: VLModel, data: TrainData, seed: int, lrs: dict[str, float] | None, label: str) -> None:
+        with tqdm(total=self.spec.protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
+            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, device=self.device, progress=bar.update)
+
+    def execute(self) -> dict[str, Any]:
+        spec = self.spec
+        with stage(self.stages, "prepare", self.device):
+            dataset, train_pairs, test_pairs = self.load_data()
+        with stage(self.stages, "condense", self.device) as info:
+            if self.condenser_cls.trains_on_full_data:
+                spec.budget = len(train_pairs)
+                data, lrs = TrainData.from_pairs(train_pairs), None
+                n_bytes = train_pairs.images.nbytes + train_pairs.text_features.nbytes
+                condensed_info = {"key": None, "path": None, "num_pairs": len(train_pairs), "storage_bytes": n_bytes,
+                                  "extra_bytes": 0, "learned_lrs": None}
+                info["cached"] = False
+            else:
+                condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
+                data, lrs = TrainData.from_condensed(condensed.images, condensed.text_features), condensed.learned_lrs
+                condensed_info = {"key": key, "path": str(path), "num_pairs": len(condensed),
+                                  "storage_bytes": condensed.storage_bytes, "extra_bytes": condensed.extra_bytes,
+                                  "learned_lrs": lrs}
+        seeds = list(range(spec.evals))
+        per_seed = []
+        with stage(self.stages, "evaluate", self.device):
+            for seed in seeds:
+                model = self.backbone.build(seed, self.device)
+                self._train(model, data, seed, lrs, f"eval model {seed + 1}/{len(seeds)}")
+                per_seed.append(evaluate(model, test_pairs, self.device))
+                self.log(f"eval model {seed + 1}/{len(seeds)}: mean recall {per_seed[-1]['mean']:.1f}")
+        return self.record(dataset, condensed_info, seeds, per_seed)
+
+    def record(self, dataset: ImageTextDataset, condensed: dict, seeds: list[int], per_seed: list[dict]) -> dict[str, Any]:
+        spec = self.spec
+        run_key = stable_hash(spec.to_dict())
+        protocol = spec.to_dict()["protocol"]
+        return {
+            "schema": 1,
+            "run_id": new_run_id(run_key),
+            "run_key": run_key,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "spec": spec.to_dict(),
+            "condenser": {**self.plugins.provenance("condenser", spec.condenser), "config": self.condenser.config_dict()},
+            "backbone": {**self.plugins.provenance("backbone", spec.backbone), "id": self.backbone.id,
+                         "config": self.backbone.config},
+            "dataset": {**self.plugins.provenance("dataset", spec.dataset), "fingerprint": dataset.fingerprint},
+            "protocol": {"id": spec.protocol.id, **protocol},
+            "budget": spec.budget,
+            "condensed": condensed,
+            "seeds": seeds,
+            "metrics": {"per_seed": per_seed, **summarize(per_seed)},
+            "stages": self.stages,
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "packages": package_versions(),
+            "python": platform.python_version(),
+            "vlbench_version": vlbench.__version__,
+        }
+
+
+def run(spec: RunSpec, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None) -> dict[str, Any]:
+    """Execute a run and append its record to the results store; returns the record."""
+    record = Run(spec, plugins, progress).execute()
+    ResultsStore(Path(results_dir)).add(record)
+    return record

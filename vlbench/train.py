@@ -1,0 +1,125 @@
+"""The one contrastive trainer: evaluation models and expert trajectories both come from here.
+
+Sharing it is what keeps the logit scale, the loss and the optimiser identical between experts,
+distillation targets and evaluation (the official code's 2.66 vs 14.29 logit scale is exactly
+the drift this prevents).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vlbench.api import SIDES, Pairs, TrainProtocol, VLModel
+from vlbench.metrics import retrieval_metrics
+
+
+def clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE over a batch of matching pairs (row i of each side is a pair)."""
+    logits = image_emb @ text_emb.t() / temperature
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def make_optimizer(
+    model: VLModel, protocol: TrainProtocol, learned_lrs: dict[str, float] | None = None
+) -> torch.optim.SGD:
+    """SGD with one parameter group per side; learned per-side lrs replace the protocol's lr."""
+    momentum = protocol.momentum if learned_lrs is None else protocol.learned_lr_momentum
+    groups = []
+    for side, params in model.trainable_by_side().items():
+        if params:
+            lr = protocol.lr if learned_lrs is None else float(learned_lrs[side])
+            groups.append({"params": list(params.values()), "lr": lr, "name": side})
+    return torch.optim.SGD(groups, lr=protocol.lr, momentum=momentum, weight_decay=protocol.weight_decay)
+
+
+@dataclass
+class TrainData:
+    """Pairs to train on: per-pair image indices into `images`, and per-pair text features."""
+
+    images: Tensor
+    pair_image: Tensor
+    text_features: Tensor
+
+    @classmethod
+    def from_pairs(cls, pairs: Pairs) -> "TrainData":
+        return cls(pairs.images, pairs.pair_image, pairs.text_features)
+
+    @classmethod
+    def from_condensed(cls, images: Tensor, text_features: Tensor) -> "TrainData":
+        return cls(images, torch.arange(len(images)), text_features)
+
+    def __len__(self) -> int:
+        return len(self.pair_image)
+
+
+def batches(num_pairs: int, batch_size: int, generator: torch.Generator):
+    """Endless epoch-wise shuffled batches of pair indices (the last short batch is kept)."""
+    while True:
+        order = torch.randperm(num_pairs, generator=generator)
+        yield from order.split(batch_size)
+
+
+def train(
+    model: VLModel,
+    data: TrainData,
+    protocol: TrainProtocol,
+    seed: int,
+    *,
+    learned_lrs: dict[str, float] | None = None,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    on_epoch_end: Callable[[int, VLModel], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VLModel:
+    """Train `model` in place for `steps` (default: protocol.steps) SGD steps.
+
+    Batch order and augmentation draw from a generator seeded with `seed` alone.
+    `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model, protocol, learned_lrs)
+    total = protocol.steps if steps is None else steps
+    batch_size = min(protocol.batch_size, len(data))
+    steps_per_epoch = -(-len(data) // batch_size)
+    for step, idx in zip(range(total), batches(len(data), batch_size, generator)):
+        pixels = data.images[data.pair_image[idx]]
+        if augment is not None:
+            pixels = augment(pixels, generator)
+        image_emb, text_emb = model(pixels.to(device), data.text_features[idx].to(device))
+        loss = clip_loss(image_emb, text_emb, model.temperature)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(1)
+        if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
+            on_epoch_end((step + 1) // steps_per_epoch, model)
+    return model
+
+
+@torch.no_grad()
+def embed(model: VLModel, pairs: Pairs, device: torch.device | str = "cpu", batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """Joint-space embeddings of every image and every caption of a split."""
+    model.to(device).eval()
+    images = torch.cat([model.encode_image(b.to(device)).cpu() for b in pairs.images.split(batch_size)])
+    texts = torch.cat([model.encode_text(b.to(device)).cpu() for b in pairs.text_features.split(batch_size)])
+    return images, texts
+
+
+def evaluate(model: VLModel, pairs: Pairs, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Retrieval recall of `model` on a split (TR/IR @1/5/10 and their mean)."""
+    images, texts = embed(model, pairs, device)
+    return retrieval_metrics(images, texts, pairs.pair_image)
+
+
+__all__ = ["SIDES", "TrainData", "clip_loss", "embed", "evaluate", "make_optimizer", "train"]
