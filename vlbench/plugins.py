@@ -2,18 +2,22 @@
 
 First-party plugins (``plugins/`` in this repository) are declared in vlbench's own
 pyproject under ``[project.entry-points.vlbench]``, exactly like a third party's, so there is
-one door for all. A plugin that fails to import or whose hook raises is reported and skipped,
-unless strict mode (``--strict-plugins`` or ``VLBENCH_STRICT_PLUGINS=1``) is on.
+one door for all. A plugin that fails to import or whose hook raises is reported (one line on
+stderr) and skipped, unless strict mode (``--strict-plugins`` or ``VLBENCH_STRICT_PLUGINS=1``)
+turns that into an error. Two plugins registering the same name is always an error.
 
-``VLBENCH_PLUGINS=a,b`` loads only those distributions; ``VLBENCH_DISABLE_PLUGINS=c`` blocks them.
+``VLBENCH_PLUGINS=a,b`` loads only those plugins and ``VLBENCH_DISABLE_PLUGINS=c`` blocks
+some; both take distribution or entry-point names (the built-ins are distribution ``vlbench``).
 """
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
@@ -24,6 +28,7 @@ from vlbench.api import Backbone, Condenser, DatasetSource, VLBenchError
 GROUP = "vlbench"
 KINDS = {"condenser": Condenser, "backbone": Backbone, "dataset": DatasetSource}
 HOOKS = {"condenser": "register_condensers", "backbone": "register_backbones", "dataset": "register_datasets"}
+ALLOW_ENV, BLOCK_ENV, STRICT_ENV = "VLBENCH_PLUGINS", "VLBENCH_DISABLE_PLUGINS", "VLBENCH_STRICT_PLUGINS"
 
 
 class PluginError(VLBenchError):
@@ -34,20 +39,46 @@ class PluginError(VLBenchError):
 class PluginInfo:
     """One entry point: where it comes from, what it registered, what went wrong."""
 
-    name: str
+    name: str  # the entry point's name
     distribution: str
     version: str
     registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
     error: str | None = None
+    disabled: bool = False  # left out by VLBENCH_PLUGINS / VLBENCH_DISABLE_PLUGINS
+
+    @property
+    def status(self) -> str:
+        return "disabled" if self.disabled else "error" if self.error else "loaded"
 
 
-def _env_list(name: str) -> set[str] | None:
-    value = os.environ.get(name, "").strip()
-    return {v.strip().lower() for v in value.split(",") if v.strip()} if value else None
+def normalize(name: str) -> str:
+    """PEP 503 form, so that `VLBench_KMeans` and `vlbench-kmeans` name the same plugin."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _env_names(var: str) -> set[str]:
+    return {normalize(v.strip()) for v in os.environ.get(var, "").split(",") if v.strip()}
 
 
 def _strict_from_env() -> bool:
-    return os.environ.get("VLBENCH_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
+    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def _one_line(error: BaseException) -> str:
+    # pluggy's validation errors and many import errors span several lines; a report is one.
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def check_plugin_class(kind: str, cls: Any) -> type:
+    """What `register()` accepts: a concrete subclass of the kind's interface with a name."""
+    base = KINDS[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"register() for {kind}s got {cls!r}, not a {base.__name__} subclass")
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise PluginError(f"{cls.__name__} has no `name` string")
+    if inspect.isabstract(cls):
+        raise PluginError(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    return cls
 
 
 class Registry:
@@ -57,64 +88,72 @@ class Registry:
         self.strict = _strict_from_env() if strict is None else strict
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: list[PluginInfo] = []
+        self.plugins: list[PluginInfo] = []  # every entry point of the group, loaded or not
         self._items: dict[str, dict[str, tuple[type, PluginInfo]]] = {k: {} for k in KINDS}
         self._load()
 
     # -- loading
 
+    def _report(self, message: str) -> None:
+        if self.strict:
+            raise PluginError(message)
+        print(f"vlbench: {message}", file=sys.stderr)
+
     def _fail(self, info: PluginInfo, message: str) -> None:
         info.error = message
-        if self.strict:
-            raise PluginError(f"plugin {info.distribution} ({info.name}): {message}")
-        print(f"vlbench: skipped plugin {info.distribution} ({info.name}): {message}", file=sys.stderr)
+        self._report(f"skipped plugin {info.distribution} ({info.name}): {message}")
 
     def _load(self) -> None:
-        allow = _env_list("VLBENCH_PLUGINS")
-        block = _env_list("VLBENCH_DISABLE_PLUGINS") or set()
+        allow, block = _env_names(ALLOW_ENV), _env_names(BLOCK_ENV)
+        seen: set[str] = set()
         for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
-            dist = ep.dist.name if ep.dist else "unknown"
-            keys = {dist.lower(), ep.name.lower()}
-            if (allow is not None and not keys & allow) or keys & block:
-                continue
-            info = PluginInfo(ep.name, dist, ep.dist.version if ep.dist else "unknown")
+            info = PluginInfo(ep.name, ep.dist.name if ep.dist else "unknown", ep.dist.version if ep.dist else "unknown")
+            keys = {normalize(info.distribution), normalize(ep.name)}
+            seen |= keys
+            info.disabled = bool((allow and not keys & allow) or keys & block)
             self.plugins.append(info)
-            try:
-                module = ep.load()
-                self.pm.register(module, name=f"{dist}:{ep.name}")
-            except Exception as e:  # a broken plugin must not take the CLI down
-                self._fail(info, f"import failed: {type(e).__name__}: {e}")
-                continue
-            for kind in KINDS:
-                self._call_hook(info, module, kind)
+            if not info.disabled:
+                self._load_plugin(ep, info)
+        for var, names in ((ALLOW_ENV, allow), (BLOCK_ENV, block)):
+            if names - seen:  # most likely a typo, which would otherwise silently do nothing
+                self._report(f"{var} names no installed plugin: {', '.join(sorted(names - seen))}")
 
-    def _call_hook(self, info: PluginInfo, module: Any, kind: str) -> None:
-        impl = getattr(module, HOOKS[kind], None)
-        if impl is None:
-            return
-        staged: list[type] = []
-
-        def register(cls: type) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, KINDS[kind])):
-                raise PluginError(f"register() for {kind}s got {cls!r}, not a {KINDS[kind].__name__} subclass")
-            if not getattr(cls, "name", None):
-                raise PluginError(f"{cls.__name__} has no name")
-            staged.append(cls)
-
+    def _load_plugin(self, ep: EntryPoint, info: PluginInfo) -> None:
         try:
-            impl(register=register)
-        except Exception as e:
-            self._fail(info, f"{HOOKS[kind]} raised {type(e).__name__}: {e}")
-            return
-        for cls in staged:
-            existing = self._items[kind].get(cls.name)
-            if existing is not None:
-                raise PluginError(
-                    f"{kind} name {cls.name!r} is registered by both {existing[1].distribution} "
-                    f"and {info.distribution}; uninstall or disable one (VLBENCH_DISABLE_PLUGINS)"
-                )
-            self._items[kind][cls.name] = (cls, info)
-            info.registered[kind].append(cls.name)
+            module = ep.load()
+            self.pm.register(module, name=f"{info.distribution}:{ep.name}")
+        except (Exception, SystemExit) as e:  # a broken plugin must not take the CLI down
+            return self._fail(info, f"cannot load {ep.value}: {_one_line(e)}")
+        callers = self.pm.get_hookcallers(module) or []
+        unknown = sorted(c.name for c in callers if not c.has_spec())
+        if unknown:
+            self.pm.unregister(module)
+            return self._fail(info, f"unknown hook(s) {', '.join(unknown)} (hooks: {', '.join(HOOKS.values())})")
+        # Run all of the plugin's hooks before registering anything: a plugin counts whole or not at all.
+        staged: list[tuple[str, type]] = []
+        for kind, hook in HOOKS.items():
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                if impl.plugin is not module:
+                    continue
+                try:
+                    impl.function(register=lambda cls, kind=kind: staged.append((kind, check_plugin_class(kind, cls))))
+                except Exception as e:
+                    self.pm.unregister(module)
+                    return self._fail(info, f"{hook} raised {_one_line(e)}")
+        for kind, cls in staged:
+            self._add(kind, cls, info)
+
+    def _add(self, kind: str, cls: type, info: PluginInfo) -> None:
+        existing = self._items[kind].get(cls.name)
+        if existing is not None:
+            other = existing[1]
+            where = f"twice by {info.distribution}" if other is info else f"by both {other.distribution} and {info.distribution}"
+            raise PluginError(
+                f"{kind} name {cls.name!r} is registered {where}; uninstall one, "
+                f"or block one with {BLOCK_ENV}=<distribution>"
+            )
+        self._items[kind][cls.name] = (cls, info)
+        info.registered[kind].append(cls.name)
 
     # -- lookups
 
@@ -123,11 +162,19 @@ class Registry:
 
     def get(self, kind: str, name: str) -> type:
         if name not in self._items[kind]:
-            known = self.names(kind)
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise VLBenchError(f"unknown {kind} {name!r} (known: {', '.join(known) or 'none'}){hint}")
+            raise VLBenchError(self._unknown(kind, name))
         return self._items[kind][name][0]
+
+    def _unknown(self, kind: str, name: str) -> str:
+        known = self.names(kind)
+        message = f"unknown {kind} {name!r} (known: {', '.join(known) or 'none'})"
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        missing = [f"{p.distribution} ({p.name}, {p.status})" for p in self.plugins if p.status != "loaded"]
+        if missing:  # the name may live in a plugin that was not loaded
+            message += f"; not loaded: {', '.join(missing)} (see `vlbench plugins`)"
+        return message
 
     def origin(self, kind: str, name: str) -> PluginInfo:
         self.get(kind, name)
@@ -142,7 +189,10 @@ _registry: Registry | None = None
 
 
 def registry(strict: bool | None = None) -> Registry:
-    """The process-wide registry (reloaded when strictness is requested explicitly)."""
+    """The process-wide registry, loaded once so that each failure is reported once.
+
+    It is reloaded only when a strictness other than the loaded one is requested explicitly.
+    """
     global _registry
     if _registry is None or (strict is not None and strict != _registry.strict):
         _registry = Registry(strict=strict)

@@ -1,0 +1,313 @@
+"""The conformance kit: check a condenser against vlbench's contract, in your own test suite.
+
+    from vlbench.testing import check_condenser
+
+    def test_my_condenser_conforms():
+        check_condenser(MyCondenser, budget=10, options={"iterations": 2})
+
+`check_condenser` condenses a small slice of the embedded synthscenes data set (40 training
+images, 200 pairs, generated once into the vlbench cache) with the default backbone at random
+initialisation, on the CPU, in seconds. It raises `ConformanceError` (an AssertionError, so
+pytest reports it as a failure) with one line per broken rule; `RULES` lists them.
+`make_context` hands out the same slice for tests of your own.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vlbench.api import (
+    SIDES, Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, TrainProtocol, VLBenchError,
+    VLModel, cache_dir,
+)
+from vlbench.plugins import check_plugin_class, registry
+
+RULES = {
+    "budget": "returns exactly `budget` pairs",
+    "shapes": "images (N, 3, S, S) and text features (N, d) are finite float32 without grad; extras are well-formed",
+    "provenance": "source indices, when given, point at the very training pairs returned",
+    "extras": "every extra beyond the pairs (learned lrs, soft targets) is declared in `extras`",
+    "determinism": "the same seed gives the same set",
+    "round-trip": "save() then CondensedSet.load() gives back the same set, meta included",
+    "no-mutation": "the input data set is left unchanged and shares no memory with the result",
+    "budget-too-large": "a budget above the number of training pairs raises VLBenchError naming the numbers",
+}
+KNOWN_EXTRAS = frozenset({"learned_lrs", "soft_targets"})
+DEFAULT_BACKBONE = ("tinyvit-minilm", {"pretrained": None})  # random init: nothing to pretrain
+#: Trains the reference model a condenser may ask for: a few steps, enough to be a real model.
+PROTOCOL = TrainProtocol(steps=20, batch_size=32)
+
+
+class ConformanceError(AssertionError):
+    """A condenser breaks the contract; `failures` maps each broken rule to what went wrong."""
+
+    def __init__(self, condenser: str, failures: dict[str, str]):
+        self.failures = failures
+        lines = [f"  {rule}: {message}" for rule, message in failures.items()]
+        super().__init__(f"condenser {condenser!r} breaks {len(failures)} conformance rule(s):\n" + "\n".join(lines))
+
+
+@dataclass
+class ConformanceReport:
+    condenser: str
+    budget: int
+    passed: list[str]
+    seconds: float
+    condensed: CondensedSet
+
+
+class _Broken(Exception):
+    """Raised by a rule's check with the one-line reason."""
+
+
+# ----------------------------------------------------------------------------- the data slice
+
+
+@dataclass
+class _Slice:
+    dataset: ImageTextDataset
+    train: Pairs
+    backbone: Backbone
+    references: dict[int, VLModel] = field(default_factory=dict)  # trained once per seed, handed out as copies
+
+
+_slices: dict[tuple, _Slice] = {}
+
+
+def _slice(train_images: int, seed: int, backbone: Backbone | None) -> _Slice:
+    """The embedded data set's first few scenes, generated and encoded once per cache and process."""
+    from vlbench.data.synthscenes import GENERATOR_VERSION, SynthScenes, generate
+    from vlbench.pairs import load_pairs
+
+    if backbone is None:
+        name, options = DEFAULT_BACKBONE
+        backbone = registry().get("backbone", name)(**options)
+    key = (str(cache_dir()), train_images, seed, backbone.id)
+    if key not in _slices:
+        root = cache_dir() / "conformance" / f"synthscenes-v{GENERATOR_VERSION}-{train_images}-{seed}"
+        if not (root / "VERSION").is_file():
+            generate(root, seed, train=train_images, val=0, test=0, pretrain=0)
+        dataset = SynthScenes().load(root)
+        _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone, progress=False), backbone)
+    return _slices[key]
+
+
+def _copy_pairs(pairs: Pairs) -> Pairs:
+    return Pairs(pairs.images.clone(), pairs.pair_image.clone(), pairs.text_features.clone(), list(pairs.captions))
+
+
+def _reference_model(data: _Slice, seed: int) -> VLModel:
+    from vlbench.train import TrainData, train
+
+    if seed not in data.references:
+        data.references[seed] = train(data.backbone.build(seed), TrainData.from_pairs(data.train), PROTOCOL, seed)
+    return copy.deepcopy(data.references[seed])
+
+
+def _context(data: _Slice, budget: int, seed: int, work_dir: Path) -> CondenseContext:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return CondenseContext(
+        dataset=copy.deepcopy(data.dataset), train=_copy_pairs(data.train), backbone=data.backbone, budget=budget,
+        seed=seed, device=torch.device("cpu"), protocol=PROTOCOL, work_dir=work_dir, progress=False,
+        reference_model=lambda s: _reference_model(data, s),
+    )
+
+
+def make_context(work_dir: Path, budget: int, *, seed: int = 0, train_images: int = 40,
+                 backbone: Backbone | None = None) -> CondenseContext:
+    """A CondenseContext on the kit's data slice (fresh copies: a condenser may not spoil the next)."""
+    return _context(_slice(train_images, seed, backbone), budget, seed, Path(work_dir))
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def _tensor_difference(name: str, a: Tensor | None, b: Tensor | None) -> str | None:
+    if a is None or b is None:
+        return None if a is b else f"{name} is {'missing' if b is None else 'present'} the second time"
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"{name} changed from {a.dtype} {tuple(a.shape)} to {b.dtype} {tuple(b.shape)}"
+    if not torch.equal(a, b):
+        gap = (a.double() - b.double()).abs().max().item()
+        return f"{name} differ (max abs difference {gap:.3g})"
+    return None
+
+
+def _difference(a: CondensedSet, b: CondensedSet, with_meta: bool) -> str | None:
+    for name in ("images", "text_features", "soft_targets", "source_indices"):
+        found = _tensor_difference(name, getattr(a, name), getattr(b, name))
+        if found:
+            return found
+    if a.learned_lrs != b.learned_lrs:
+        return f"learned_lrs changed from {a.learned_lrs} to {b.learned_lrs}"
+    if with_meta and a.meta != b.meta:
+        return f"meta changed from {a.meta!r} to {b.meta!r}; keep meta to JSON types (dict, list, str, number)"
+    return None
+
+
+def _shares_memory(a: Tensor | None, b: Tensor) -> bool:
+    return a is not None and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+class _Trial:
+    """One condenser under test: makes contexts, condenses, and checks each rule."""
+
+    def __init__(self, condenser: type[Condenser] | Condenser, options: dict[str, Any], budget: int, seed: int,
+                 data: _Slice, work_dir: Path):
+        self.make = (lambda: condenser) if isinstance(condenser, Condenser) else (lambda: condenser(**options))
+        self.cls = type(condenser) if isinstance(condenser, Condenser) else condenser
+        self.budget, self.seed, self.data, self.work_dir = budget, seed, data, work_dir
+        self.calls = 0
+        self.ctx = self.new_context(budget)
+        self.result = self.condense(self.ctx)
+
+    def new_context(self, budget: int) -> CondenseContext:
+        self.calls += 1
+        return _context(self.data, budget, self.seed, self.work_dir / f"call-{self.calls}")
+
+    def condense(self, ctx: CondenseContext) -> CondensedSet:
+        result = self.make().condense(ctx)
+        if not isinstance(result, CondensedSet):
+            raise _Broken(f"condense() returned {type(result).__name__}, not a CondensedSet")
+        return result
+
+    def check_budget(self) -> None:
+        if len(self.result) != self.budget:
+            raise _Broken(f"asked for {self.budget} pairs, got {len(self.result)}")
+
+    def check_shapes(self) -> None:
+        r, n = self.result, len(self.result)
+        size, dim = self.data.backbone.image_size, self.data.backbone.text_encoder.dim
+        self._float_tensor("images", r.images, (n, 3, size, size))
+        self._float_tensor("text_features", r.text_features, (n, dim))
+        if r.soft_targets is not None:
+            self._float_tensor("soft_targets", r.soft_targets, (n, n))
+        if r.learned_lrs is not None:
+            if not isinstance(r.learned_lrs, dict) or set(r.learned_lrs) != set(SIDES):
+                raise _Broken(f"learned_lrs must be a dict with keys {', '.join(SIDES)}, got {r.learned_lrs!r}")
+            for side, lr in r.learned_lrs.items():
+                if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+                    raise _Broken(f"learned_lrs[{side!r}] must be a positive Python float, got {lr!r}")
+        if r.source_indices is not None:
+            idx = r.source_indices
+            if idx.dtype != torch.long or idx.shape != (n,):
+                raise _Broken(f"source_indices must be int64 of shape ({n},), got {idx.dtype} {tuple(idx.shape)}")
+            if n and not (0 <= int(idx.min()) and int(idx.max()) < len(self.ctx.train)):
+                raise _Broken(f"source_indices must lie in [0, {len(self.ctx.train)}), got {idx.min()}..{idx.max()}")
+
+    @staticmethod
+    def _float_tensor(name: str, t: Any, shape: tuple[int, ...]) -> None:
+        if not isinstance(t, Tensor) or t.dtype != torch.float32 or tuple(t.shape) != shape:
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            raise _Broken(f"{name} must be float32 of shape {shape}, got {got}")
+        if t.requires_grad:
+            raise _Broken(f"{name} requires grad: return .detach()ed tensors")
+        if not torch.isfinite(t).all():
+            raise _Broken(f"{name} holds NaN or infinite values")
+
+    def check_provenance(self) -> None:
+        r = self.result
+        if r.source_indices is None:
+            return
+        images, text = self.data.train.select(r.source_indices)
+        for k in range(len(r)):
+            if not (torch.equal(r.images[k], images[k]) and torch.equal(r.text_features[k], text[k])):
+                raise _Broken(f"pair {k} claims training pair {int(r.source_indices[k])} as its source but differs from it")
+
+    def check_extras(self) -> None:
+        unknown = set(self.cls.extras) - KNOWN_EXTRAS
+        if unknown:
+            raise _Broken(f"declares unknown extras {sorted(unknown)} (known: {', '.join(sorted(KNOWN_EXTRAS))})")
+        used = {name for name in KNOWN_EXTRAS if getattr(self.result, name) is not None}
+        if used - set(self.cls.extras):
+            raise _Broken(f"stores {', '.join(sorted(used - set(self.cls.extras)))} without declaring it: "
+                          f"set `extras = frozenset({sorted(used)})` on the class")
+
+    def check_determinism(self) -> None:
+        # Meta may hold timings; only what is trained on has to repeat.
+        found = _difference(self.result, self.condense(self.new_context(self.budget)), with_meta=False)
+        if found:
+            raise _Broken(f"two runs with seed {self.seed} differ: {found}")
+
+    def check_round_trip(self) -> None:
+        loaded = CondensedSet.load(self.result.save(self.work_dir / "saved"))
+        found = _difference(self.result, loaded, with_meta=True)
+        if found:
+            raise _Broken(f"after save/load: {found}")
+
+    def check_no_mutation(self) -> None:
+        pristine, given = self.data.train, self.ctx.train
+        for name in ("images", "pair_image", "text_features", "captions"):
+            a, b = getattr(pristine, name), getattr(given, name)
+            if not (torch.equal(a, b) if isinstance(a, Tensor) else a == b):
+                raise _Broken(f"condense() modified the input pairs' {name}")
+        if self.ctx.dataset != self.data.dataset:
+            raise _Broken("condense() modified the input data set (its splits or captions)")
+        for out in ("images", "text_features", "soft_targets"):
+            for source in ("images", "text_features"):
+                if _shares_memory(getattr(self.result, out), getattr(given, source)):
+                    raise _Broken(f"the returned {out} share memory with the input {source}: return copies (.clone())")
+
+    def check_budget_too_large(self) -> None:
+        n = len(self.ctx.train)
+        budget = n + 1
+        try:
+            result = self.make().condense(self.new_context(budget))
+        except VLBenchError as e:
+            if str(budget) not in str(e) and str(n) not in str(e):
+                raise _Broken(f"the error {str(e)!r} names neither the budget {budget} nor the {n} training pairs")
+            return
+        except Exception as e:
+            raise _Broken(f"budget {budget} > {n} pairs raised {type(e).__name__}: {e}, not a VLBenchError "
+                          "(the CLI prints VLBenchError as one clear line)")
+        raise _Broken(f"budget {budget} > {n} training pairs returned {len(result)} pairs instead of raising VLBenchError")
+
+
+def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10, options: dict[str, Any] | None = None,
+                    seed: int = 0, train_images: int = 40, backbone: Backbone | None = None) -> ConformanceReport:
+    """Check every rule in `RULES`; raise ConformanceError listing each broken one.
+
+    `condenser` is a class (built with `options` for each call) or a configured instance.
+    """
+    if isinstance(condenser, Condenser):
+        if options:
+            raise ValueError("pass options with a condenser class, not with an instance")
+        cls = type(condenser)
+    else:
+        cls = condenser
+    try:
+        check_plugin_class("condenser", cls)
+    except VLBenchError as e:
+        raise ConformanceError(getattr(cls, "name", repr(cls)), {"interface": str(e)}) from None
+    if cls.trains_on_full_data:
+        raise ValueError(f"condenser {cls.name!r} trains on the full data set: there is nothing condensed to check")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
+        try:
+            trial = _Trial(condenser, options or {}, budget, seed, _slice(train_images, seed, backbone), Path(tmp))
+        except _Broken as e:
+            raise ConformanceError(cls.name, {"condense": str(e)}) from None
+        except Exception as e:
+            raise ConformanceError(cls.name, {"condense": f"condense() raised {type(e).__name__}: {e}"}) from e
+        failures: dict[str, str] = {}
+        for rule in RULES:
+            try:
+                getattr(trial, "check_" + rule.replace("-", "_"))()
+            except _Broken as e:
+                failures[rule] = str(e)
+            except Exception as e:  # a rule that cannot even be checked is broken too
+                failures[rule] = f"{type(e).__name__}: {e}"
+    if failures:
+        raise ConformanceError(cls.name, failures)
+    return ConformanceReport(cls.name, budget, list(RULES), round(time.perf_counter() - start, 2), trial.result)
