@@ -1,6 +1,7 @@
 """Write a real (unpacked) distribution with `vlbench` entry points onto sys.path, for tests."""
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 from pathlib import Path
@@ -15,5 +16,7 @@ def install_dist(site: Path, dist: str, modules: dict[str, str], entry_points: d
     (info / "entry_points.txt").write_text(f"[vlbench]\n{lines}\n")
     for module, source in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
+        sys.modules.pop(module, None)  # an earlier test's module of the same name must not be reused
+    importlib.invalidate_caches()
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))

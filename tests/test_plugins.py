@@ -1,6 +1,14 @@
+import argparse
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
+from vlbench import plugins
 from vlbench.api import VLBenchError
+from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import PluginError, Registry
 from plugin_dist import install_dist
 
@@ -18,13 +26,40 @@ def register_condensers(register):
     register(FirstPairs)
 """
 
+# Registers a backbone fine, then its condenser hook raises: the plugin must count not at all.
+HALF_BROKEN = """
+from vlbench import hookimpl
+from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+
+class Other(TinyViTMiniLM):
+    name = "other-backbone"
+
+@hookimpl
+def register_backbones(register):
+    register(Other)
+
+@hookimpl
+def register_condensers(register):
+    raise RuntimeError("no licence key\\nsecond line")
+"""
+
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     for var in ("VLBENCH_PLUGINS", "VLBENCH_DISABLE_PLUGINS", "VLBENCH_STRICT_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(plugins, "_registry", None)  # the process-wide registry must see this site
     return tmp_path
+
+
+def first_pairs(site, dist="vlbench-firstpairs", name="first", version="1.0"):
+    module = f"vlb_{name.replace('-', '_')}"
+    install_dist(site, dist, {module: CONDENSER.format(name=name)}, {name: module}, version)
+
+
+def install_broken(site):
+    install_dist(site, "vlbench-broken", {"vlb_broken": "import no_such_module_anywhere\n"}, {"broken": "vlb_broken"})
 
 
 def test_builtins_come_through_entry_points():
@@ -36,7 +71,7 @@ def test_builtins_come_through_entry_points():
 
 
 def test_third_party_entry_point_is_discovered(site):
-    install_dist(site, "vlbench-firstpairs", {"vlb_first": CONDENSER.format(name="first")}, {"first": "vlb_first"}, "2.3")
+    first_pairs(site, version="2.3")
     reg = Registry()
     assert reg.get("condenser", "first").__name__ == "FirstPairs"
     assert reg.provenance("condenser", "first") == {"name": "first", "distribution": "vlbench-firstpairs", "version": "2.3"}
@@ -49,22 +84,147 @@ def test_unknown_name_lists_known_and_suggests_closest():
     assert "known:" in message and "full" in message and "did you mean 'random'?" in message
 
 
-def test_broken_plugin_is_skipped_and_reported(site, capsys):
-    install_dist(site, "vlbench-broken", {"vlb_broken": "import no_such_module_anywhere\n"}, {"broken": "vlb_broken"})
+def test_broken_import_is_skipped_and_reported_in_one_line(site, capsys):
+    install_broken(site)
     reg = Registry()
     assert "random" in reg.names("condenser")
-    assert "vlbench-broken" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "vlbench-broken" in err[0] and "ModuleNotFoundError" in err[0] and "no_such_module_anywhere" in err[0]
+    assert [p.status for p in reg.plugins if p.distribution == "vlbench-broken"] == ["error"]
+
+
+def test_raising_hook_skips_the_whole_plugin(site, capsys):
+    install_dist(site, "vlbench-halfbroken", {"vlb_half": HALF_BROKEN}, {"half": "vlb_half"})
+    reg = Registry()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["vlbench: skipped plugin vlbench-halfbroken (half): "
+                   "register_condensers raised RuntimeError: no licence key second line"]
+    assert "other-backbone" not in reg.names("backbone")
+    assert "tinyvit-minilm" in reg.names("backbone")
+
+
+@pytest.mark.parametrize("body, error", [
+    ("register(object)", "not a Condenser subclass"),
+    ("register(type('Abstract', (Condenser,), {'name': 'abstract'}))", "does not implement condense"),
+    ("register(type('Nameless', (Condenser,), {'condense': lambda self, ctx: None}))", "has no `name`"),
+])
+def test_invalid_registrations_are_reported(site, capsys, body, error):
+    source = f"from vlbench import hookimpl\nfrom vlbench.api import Condenser\n\n@hookimpl\ndef register_condensers(register):\n    {body}\n"
+    install_dist(site, "vlbench-invalid", {"vlb_invalid": source}, {"invalid": "vlb_invalid"})
+    Registry()
+    assert error in capsys.readouterr().err
+
+
+def test_misspelled_hook_is_reported(site, capsys):
+    source = "from vlbench import hookimpl\n\n@hookimpl\ndef register_condenser(register):\n    pass\n"
+    install_dist(site, "vlbench-typo", {"vlb_typo": source}, {"typo": "vlb_typo"})
+    Registry()
+    assert "unknown hook(s) register_condenser (hooks: register_condensers" in capsys.readouterr().err
+
+
+def test_strict_mode_turns_a_failure_into_an_error(site, monkeypatch):
+    install_broken(site)
     with pytest.raises(PluginError, match="vlbench-broken"):
         Registry(strict=True)
-
-
-def test_name_collision_names_both_distributions(site):
-    install_dist(site, "vlbench-copycat", {"vlb_copy": CONDENSER.format(name="random")}, {"copy": "vlb_copy"})
-    with pytest.raises(PluginError, match="vlbench.*vlbench-copycat|vlbench-copycat.*vlbench"):
+    monkeypatch.setenv("VLBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="vlbench-broken"):
         Registry()
 
 
-def test_block_list_skips_a_distribution(site, monkeypatch):
-    install_dist(site, "vlbench-firstpairs", {"vlb_first2": CONDENSER.format(name="first2")}, {"first2": "vlb_first2"})
+def test_process_wide_registry_reports_a_failure_once(site, capsys):
+    install_broken(site)
+    assert plugins.registry() is plugins.registry()
+    assert capsys.readouterr().err.count("vlbench-broken") == 1
+
+
+def test_name_collision_names_both_distributions(site):
+    first_pairs(site, dist="vlbench-copycat", name="random")
+    with pytest.raises(PluginError, match="'random' is registered by both vlbench and vlbench-copycat"):
+        Registry()
+
+
+def test_collision_within_one_distribution(site):
+    source = CONDENSER.format(name="twice").replace("register(FirstPairs)", "register(FirstPairs); register(FirstPairs)")
+    install_dist(site, "vlbench-twice", {"vlb_twice": source}, {"twice": "vlb_twice"})
+    with pytest.raises(PluginError, match="'twice' is registered twice by vlbench-twice"):
+        Registry()
+
+
+def test_block_list_skips_a_distribution_and_says_so_on_lookup(site, monkeypatch):
+    first_pairs(site)
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "vlbench-firstpairs")
-    assert "first2" not in Registry().names("condenser")
+    reg = Registry()
+    assert "first" not in reg.names("condenser") and "random" in reg.names("condenser")
+    with pytest.raises(VLBenchError, match=r"not loaded: vlbench-firstpairs \(first, disabled\)"):
+        reg.get("condenser", "first")
+
+
+def test_blocked_plugin_is_not_even_imported(site, monkeypatch, capsys):
+    install_broken(site)
+    monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "broken")  # an entry-point name works too
+    assert [p.status for p in Registry().plugins if p.distribution == "vlbench-broken"] == ["disabled"]
+    assert capsys.readouterr().err == ""
+
+
+def test_allow_list_loads_only_the_named_plugins(site, monkeypatch):
+    first_pairs(site)
+    first_pairs(site, dist="vlbench-other", name="other")
+    # Distribution names are matched in PEP 503 form, entry-point names as well.
+    monkeypatch.setenv("VLBENCH_PLUGINS", "VLBench_FirstPairs, synthscenes")
+    reg = Registry()
+    assert reg.names("condenser") == ["first"]
+    assert reg.names("dataset") == ["synthscenes"]
+    assert reg.names("backbone") == []
+
+
+def test_allow_or_block_list_naming_no_plugin_is_reported(site, monkeypatch, capsys):
+    monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "vlbench-nosuch")
+    Registry()
+    assert capsys.readouterr().err.strip() == "vlbench: VLBENCH_DISABLE_PLUGINS names no installed plugin: vlbench-nosuch"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def run_plugin_cli(argv):
+    parser = argparse.ArgumentParser()
+    add_strict_flag(parser)
+    add_plugin_commands(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    apply_strict_flag(args)
+    return args.func(args)
+
+
+def test_plugins_command_lists_every_plugin_with_errors(site, capsys):
+    first_pairs(site, version="2.3")
+    install_broken(site)
+    assert run_plugin_cli(["plugins"]) == 0
+    out = capsys.readouterr().out
+    first = next(line for line in out.splitlines() if line.startswith("vlbench-firstpairs"))
+    assert first.split() == ["vlbench-firstpairs", "2.3", "first", "condenser", "first", "loaded"]
+    assert "error in vlbench-broken (broken): cannot load vlb_broken: ModuleNotFoundError" in out
+
+
+def test_plugins_command_json(site, capsys):
+    first_pairs(site)
+    run_plugin_cli(["plugins", "--json"])
+    listed = {p["distribution"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["vlbench-firstpairs"]["registered"]["condenser"] == ["first"]
+    assert listed["vlbench"]["version"] and listed["vlbench"]["status"] == "loaded"
+
+
+def test_strict_flag_makes_a_broken_plugin_an_error(site):
+    install_broken(site)
+    with pytest.raises(PluginError, match="vlbench-broken"):
+        run_plugin_cli(["--strict-plugins", "plugins"])
+
+
+def test_broken_plugin_does_not_take_down_the_cli(site):
+    install_broken(site)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    for argv in (["--help"], ["list"]):
+        done = subprocess.run([sys.executable, "-m", "vlbench.cli", *argv], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "usage" in done.stdout if argv == ["--help"] else "random" in done.stdout
+    assert done.stderr.count("vlbench-broken") == 1
