@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -57,6 +57,8 @@ class ConformanceError(AssertionError):
 
 @dataclass
 class ConformanceReport:
+    """What `check_condenser` returns when every rule holds."""
+
     condenser: str
     budget: int
     passed: list[str]
@@ -82,19 +84,19 @@ class _Slice:
 _slices: dict[tuple, _Slice] = {}
 
 
-def _slice(train_images: int, seed: int, backbone: Backbone | None) -> _Slice:
-    """The embedded data set's first few scenes, generated and encoded once per cache and process."""
+def _slice(train_images: int, backbone: Backbone | None) -> _Slice:
+    """A few scenes of the embedded data set (generator seed 0), made and encoded once per cache and process."""
     from vlbench.data.synthscenes import GENERATOR_VERSION, SynthScenes, generate
     from vlbench.pairs import load_pairs
 
     if backbone is None:
         name, options = DEFAULT_BACKBONE
         backbone = registry().get("backbone", name)(**options)
-    key = (str(cache_dir()), train_images, seed, backbone.id)
+    key = (str(cache_dir()), train_images, backbone.id)
     if key not in _slices:
-        root = cache_dir() / "conformance" / f"synthscenes-v{GENERATOR_VERSION}-{train_images}-{seed}"
+        root = cache_dir() / "conformance" / f"synthscenes-v{GENERATOR_VERSION}-{train_images}"
         if not (root / "VERSION").is_file():
-            generate(root, seed, train=train_images, val=0, test=0, pretrain=0)
+            generate(root, 0, train=train_images, val=0, test=0, pretrain=0)
         dataset = SynthScenes().load(root)
         _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone, progress=False), backbone)
     return _slices[key]
@@ -124,7 +126,7 @@ def _context(data: _Slice, budget: int, seed: int, work_dir: Path) -> CondenseCo
 def make_context(work_dir: Path, budget: int, *, seed: int = 0, train_images: int = 40,
                  backbone: Backbone | None = None) -> CondenseContext:
     """A CondenseContext on the kit's data slice (fresh copies: a condenser may not spoil the next)."""
-    return _context(_slice(train_images, seed, backbone), budget, seed, Path(work_dir))
+    return _context(_slice(train_images, backbone), budget, seed, Path(work_dir))
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -163,11 +165,9 @@ def _shares_memory(a: Tensor | None, b: Tensor) -> bool:
 class _Trial:
     """One condenser under test: makes contexts, condenses, and checks each rule."""
 
-    def __init__(self, condenser: type[Condenser] | Condenser, options: dict[str, Any], budget: int, seed: int,
-                 data: _Slice, work_dir: Path):
-        self.make = (lambda: condenser) if isinstance(condenser, Condenser) else (lambda: condenser(**options))
-        self.cls = type(condenser) if isinstance(condenser, Condenser) else condenser
-        self.budget, self.seed, self.data, self.work_dir = budget, seed, data, work_dir
+    def __init__(self, cls: type[Condenser], make: Callable[[], Condenser], budget: int, seed: int, data: _Slice,
+                 work_dir: Path):
+        self.cls, self.make, self.budget, self.seed, self.data, self.work_dir = cls, make, budget, seed, data, work_dir
         self.calls = 0
         self.ctx = self.new_context(budget)
         self.result = self.condense(self.ctx)
@@ -220,7 +220,7 @@ class _Trial:
         r = self.result
         if r.source_indices is None:
             return
-        images, text = self.data.train.select(r.source_indices)
+        images, text = self.ctx.train.select(r.source_indices)  # as given: changing them is no-mutation's to blame
         for k in range(len(r)):
             if not (torch.equal(r.images[k], images[k]) and torch.equal(r.text_features[k], text[k])):
                 raise _Broken(f"pair {k} claims training pair {int(r.source_indices[k])} as its source but differs from it")
@@ -283,9 +283,9 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
     if isinstance(condenser, Condenser):
         if options:
             raise ValueError("pass options with a condenser class, not with an instance")
-        cls = type(condenser)
+        cls, make = type(condenser), lambda: condenser
     else:
-        cls = condenser
+        cls, make = condenser, lambda: condenser(**(options or {}))
     try:
         check_plugin_class("condenser", cls)
     except VLBenchError as e:
@@ -293,9 +293,11 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
     if cls.trains_on_full_data:
         raise ValueError(f"condenser {cls.name!r} trains on the full data set: there is nothing condensed to check")
     start = time.perf_counter()
+    data = _slice(train_images, backbone)
+    make()  # bad options are the caller's error (VLBenchError), not a broken rule
     with tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
         try:
-            trial = _Trial(condenser, options or {}, budget, seed, _slice(train_images, seed, backbone), Path(tmp))
+            trial = _Trial(cls, make, budget, seed, data, Path(tmp))
         except _Broken as e:
             raise ConformanceError(cls.name, {"condense": str(e)}) from None
         except Exception as e:

@@ -1,0 +1,152 @@
+"""The conformance kit: it passes a good condenser and every built-in one, and fails one small
+bad condenser per rule on exactly that rule."""
+import pytest
+import torch
+
+from vlbench.api import CondensedSet, Condenser, VLBenchError
+from vlbench.plugins import Registry
+from vlbench.testing import RULES, ConformanceError, check_condenser
+
+
+@pytest.fixture(autouse=True)
+def kit_cache(tmp_path_factory, monkeypatch):
+    # One cache for the session: the kit's data slice is generated and encoded once.
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "kit-cache"))
+
+
+class Good(Condenser):
+    """Seeded random pairs, with the budget checked: the contract in a few lines."""
+
+    name = "good"
+
+    def pick(self, ctx):
+        if ctx.budget > len(ctx.train):
+            raise VLBenchError(f"budget {ctx.budget} exceeds the {len(ctx.train)} training pairs")
+        generator = torch.Generator().manual_seed(ctx.seed)
+        return torch.randperm(len(ctx.train), generator=generator)[: ctx.budget]
+
+    def condense(self, ctx):
+        return CondensedSet.from_indices(ctx.train, self.pick(ctx).tolist())
+
+
+class OneShort(Good):
+    def condense(self, ctx):
+        return CondensedSet.from_indices(ctx.train, self.pick(ctx)[:-1].tolist())
+
+
+class Float64Images(Good):
+    def condense(self, ctx):
+        out = super().condense(ctx)
+        out.images = out.images.double()
+        return out
+
+
+class WrongSourceIndices(Good):
+    def condense(self, ctx):
+        out = super().condense(ctx)
+        out.source_indices = out.source_indices.roll(1)
+        return out
+
+
+class UndeclaredLearnedLrs(Good):
+    def condense(self, ctx):
+        out = super().condense(ctx)
+        out.learned_lrs = {"image": 0.1, "text": 0.1}
+        return out
+
+
+class GlobalRandomness(Good):
+    def condense(self, ctx):
+        self.pick(ctx)  # for its budget check
+        return CondensedSet.from_indices(ctx.train, torch.randperm(len(ctx.train))[: ctx.budget].tolist())
+
+
+class TupleInMeta(Good):
+    def condense(self, ctx):
+        return CondensedSet.from_indices(ctx.train, self.pick(ctx).tolist(), grid=(3, 3))
+
+
+class NormalisesInPlace(Good):
+    def condense(self, ctx):
+        ctx.train.text_features /= ctx.train.text_features.norm(dim=1, keepdim=True)
+        return super().condense(ctx)
+
+
+class ReturnsViews(Good):
+    def condense(self, ctx):
+        self.pick(ctx)
+        return CondensedSet(images=ctx.train.images[: ctx.budget], text_features=ctx.train.text_features[: ctx.budget])
+
+
+class NoBudgetCheck(Good):
+    def condense(self, ctx):
+        picked = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[: ctx.budget]
+        return CondensedSet.from_indices(ctx.train, picked.tolist())
+
+
+class WrongErrorType(Good):
+    def condense(self, ctx):
+        if ctx.budget > len(ctx.train):
+            raise IndexError("index out of range")
+        return super().condense(ctx)
+
+
+BROKEN = [
+    (OneShort, "budget", "asked for 10 pairs, got 9"),
+    (Float64Images, "shapes", "images must be float32 of shape (10, 3, 36, 36), got torch.float64"),
+    (WrongSourceIndices, "provenance", "pair 0 claims training pair"),
+    (UndeclaredLearnedLrs, "extras", "stores learned_lrs without declaring it"),
+    (GlobalRandomness, "determinism", "two runs with seed 0 differ: images differ"),
+    (TupleInMeta, "round-trip", "meta changed from {'grid': (3, 3)} to {'grid': [3, 3]}"),
+    (NormalisesInPlace, "no-mutation", "modified the input pairs' text_features"),
+    (ReturnsViews, "no-mutation", "the returned images share memory with the input images"),
+    (NoBudgetCheck, "budget-too-large", "budget 201 > 200 training pairs returned 200 pairs instead of raising"),
+    (WrongErrorType, "budget-too-large", "raised IndexError: index out of range, not a VLBenchError"),
+]
+
+
+def test_a_conforming_condenser_passes_every_rule():
+    report = check_condenser(Good, budget=10)
+    assert report.passed == list(RULES) and len(report.condensed) == 10
+
+
+@pytest.mark.parametrize("cls, rule, message", BROKEN, ids=[c.__name__ for c, _, _ in BROKEN])
+def test_each_broken_rule_is_caught_precisely(cls, rule, message):
+    with pytest.raises(ConformanceError) as e:
+        check_condenser(cls, budget=10)
+    assert e.value.failures.keys() == {rule}  # no other rule is blamed
+    assert message in e.value.failures[rule]
+    assert f"  {rule}: " in str(e.value)
+
+
+def test_every_rule_has_a_bad_condenser():
+    assert {rule for _, rule, _ in BROKEN} == set(RULES)
+
+
+def test_a_condenser_that_raises_fails_with_its_error():
+    class Crashes(Good):
+        def condense(self, ctx):
+            raise KeyError("boom")
+
+    with pytest.raises(ConformanceError, match="condense: condense\\(\\) raised KeyError: 'boom'"):
+        check_condenser(Crashes)
+
+
+def test_an_instance_is_checked_as_configured():
+    with pytest.raises(ConformanceError, match="  budget: "):
+        check_condenser(OneShort())
+    with pytest.raises(ValueError, match="not with an instance"):
+        check_condenser(Good(), options={"x": 1})
+
+
+def test_a_class_register_would_reject_fails_the_interface_rule():
+    with pytest.raises(ConformanceError, match="interface: .*does not implement condense"):
+        check_condenser(type("Unfinished", (Condenser,), {"name": "unfinished"}))
+
+
+BUILTINS = [n for n in Registry().names("condenser") if not Registry().get("condenser", n).trains_on_full_data]
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_condensers_conform(name):
+    check_condenser(Registry().get("condenser", name), budget=10)
