@@ -347,6 +347,9 @@ class Condenser(ABC):
     extras: ClassVar[frozenset[str]] = frozenset()  # subset of {"learned_lrs", "soft_targets"}
     #: The full-data reference: nothing is condensed, evaluation trains on all training pairs.
     trains_on_full_data: ClassVar[bool] = False
+    #: Shared stages `condense` uses (e.g. {"reference_model"}): cached work that a sweep computes
+    #: once, before the runs that need it (see Run.shared_stages for the known ones).
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any):
         known = {f.name for f in dataclasses.fields(self.Config)}

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -98,22 +98,62 @@ class Run:
         if self.progress:
             print(message, file=sys.stderr)
 
-    def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
+    def load_dataset(self) -> ImageTextDataset:
         root = Path(self.spec.data_root).expanduser() if self.spec.data_root else None
         if root is not None and not root.exists():
             raise VLBenchError(f"data root {root} does not exist; pass the directory that holds the {self.spec.dataset} files")
-        dataset = self.source.load(root)
+        return self.source.load(root)
+
+    def load_pairs(self, dataset: ImageTextDataset) -> tuple[Pairs, Pairs]:
+        """Train and test pairs; prepares the backbone and caches text features on first use."""
+        self.backbone.prepare(progress=self.progress)
+        return (load_pairs(dataset, "train", self.backbone, self.progress),
+                load_pairs(dataset, "test", self.backbone, self.progress))
+
+    def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
+        dataset = self.load_dataset()
         train_size = dataset.split("train").num_pairs
         if not self.condenser_cls.trains_on_full_data and not 0 < self.spec.budget <= train_size:
             raise VLBenchError(f"budget must be between 1 and the {train_size} training pairs of {dataset.name}, got {self.spec.budget}")
-        self.backbone.prepare(progress=self.progress)
-        train_pairs = load_pairs(dataset, "train", self.backbone, self.progress)
-        test_pairs = load_pairs(dataset, "test", self.backbone, self.progress)
-        return dataset, train_pairs, test_pairs
+        return dataset, *self.load_pairs(dataset)
+
+    def recorded_budget(self, dataset: ImageTextDataset) -> int:
+        """The budget the record stores: `full` trains on every training pair, so its budget is their number."""
+        return dataset.split("train").num_pairs if self.condenser_cls.trains_on_full_data else self.spec.budget
+
+    def run_key(self, dataset: ImageTextDataset) -> str:
+        """The run's identity in the results store (a sweep skips a run whose key has a record)."""
+        return stable_hash({**self.spec.to_dict(), "budget": self.recorded_budget(dataset)})
+
+    # Shared stages: cached work that many runs reuse; a condenser names the ones it uses in
+    # `Condenser.requires`, so that a sweep can compute each distinct one once, before the runs.
+
+    def shared_stages(self, dataset: ImageTextDataset) -> dict[str, tuple[str, Callable[[Pairs], object]]]:
+        """{stage: (cache key, build(train_pairs))} for the stages this run's condenser requires."""
+        seed = self.spec.seed
+        known = {
+            "reference_model": (self.reference_key(dataset, seed), lambda train: self.reference_model(dataset, train, seed)),
+        }
+        unknown = self.condenser_cls.requires - known.keys()
+        if unknown:
+            raise VLBenchError(f"condenser {self.spec.condenser!r} requires unknown shared stage(s) "
+                               f"{', '.join(sorted(unknown))} (known: {', '.join(known)})")
+        return {name: known[name] for name in sorted(self.condenser_cls.requires)}
+
+    def prepare(self, stages: Iterable[str] = ()) -> None:
+        """Compute into the cache what runs share: backbone weights, text features, and `stages`."""
+        dataset = self.load_dataset()
+        train_pairs, _ = self.load_pairs(dataset)
+        shared = self.shared_stages(dataset)
+        for name in stages:
+            shared[name][1](train_pairs)
+
+    def reference_key(self, dataset: ImageTextDataset, seed: int) -> str:
+        return stable_hash([dataset.fingerprint, self.backbone.id, self.spec.protocol.id, seed])
 
     def reference_model(self, dataset: ImageTextDataset, train_pairs: Pairs, seed: int) -> VLModel:
         """A model trained on all training pairs with the shared trainer; cached per seed."""
-        key = stable_hash([dataset.fingerprint, self.backbone.id, self.spec.protocol.id, seed])
+        key = self.reference_key(dataset, seed)
         path = cache_dir() / "reference" / f"{dataset.name}-{key}.safetensors"
         model = self.backbone.build(seed, self.device)
         if path.exists():
@@ -160,7 +200,7 @@ class Run:
             dataset, train_pairs, test_pairs = self.load_data()
         with stage(self.stages, "condense", self.device) as info:
             if self.condenser_cls.trains_on_full_data:
-                spec.budget = len(train_pairs)
+                spec.budget = self.recorded_budget(dataset)
                 data, lrs = TrainData.from_pairs(train_pairs), None
                 n_bytes = train_pairs.images.nbytes + train_pairs.text_features.nbytes
                 condensed_info = {"key": None, "path": None, "num_pairs": len(train_pairs), "storage_bytes": n_bytes,
@@ -184,7 +224,7 @@ class Run:
 
     def record(self, dataset: ImageTextDataset, condensed: dict, seeds: list[int], per_seed: list[dict]) -> dict[str, Any]:
         spec = self.spec
-        run_key = stable_hash(spec.to_dict())
+        run_key = self.run_key(dataset)
         protocol = spec.to_dict()["protocol"]
         return {
             "schema": 1,
