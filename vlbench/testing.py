@@ -14,12 +14,12 @@ pytest reports it as a failure) with one line per broken rule; `RULES` lists the
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -274,6 +274,18 @@ class _Trial:
         raise _Broken(f"budget {budget} > {n} training pairs returned {len(result)} pairs instead of raising VLBenchError")
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    # The slice is tiny, so threads gain nothing; and test suites run in parallel (pytest-xdist,
+    # busy CI machines), where every process spinning several threads makes each step 100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10, options: dict[str, Any] | None = None,
                     seed: int = 0, train_images: int = 40, backbone: Backbone | None = None) -> ConformanceReport:
     """Check every rule in `RULES`; raise ConformanceError listing each broken one.
@@ -293,9 +305,9 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
     if cls.trains_on_full_data:
         raise ValueError(f"condenser {cls.name!r} trains on the full data set: there is nothing condensed to check")
     start = time.perf_counter()
-    data = _slice(train_images, backbone)
     make()  # bad options are the caller's error (VLBenchError), not a broken rule
-    with tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
+    with _one_thread(), tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
+        data = _slice(train_images, backbone)
         try:
             trial = _Trial(cls, make, budget, seed, data, Path(tmp))
         except _Broken as e:
