@@ -1,6 +1,7 @@
 """RunSpec -> condense (cached) -> train fresh models -> evaluate on test -> one record."""
 from __future__ import annotations
 
+import functools
 import platform
 import resource
 import sys
@@ -87,12 +88,16 @@ class Run:
     def __init__(self, spec: RunSpec, plugins: Registry | None = None, progress: bool = True):
         self.spec, self.progress = spec, progress
         self.plugins = plugins or registry()
-        self.device = resolve_device(spec.device)
         self.condenser_cls: type[Condenser] = self.plugins.get("condenser", spec.condenser)
         self.condenser = self.condenser_cls(**spec.condenser_options)
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
         self.source = self.plugins.get("dataset", spec.dataset)()
         self.stages: dict[str, dict[str, Any]] = {}
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        # Resolved on first use: a sweep plans CUDA runs on a submit host that has no GPU.
+        return resolve_device(self.spec.device)
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -110,11 +115,14 @@ class Run:
         return (load_pairs(dataset, "train", self.backbone, self.progress),
                 load_pairs(dataset, "test", self.backbone, self.progress))
 
-    def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
-        dataset = self.load_dataset()
+    def check_budget(self, dataset: ImageTextDataset) -> None:
         train_size = dataset.split("train").num_pairs
         if not self.condenser_cls.trains_on_full_data and not 0 < self.spec.budget <= train_size:
             raise VLBenchError(f"budget must be between 1 and the {train_size} training pairs of {dataset.name}, got {self.spec.budget}")
+
+    def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
+        dataset = self.load_dataset()
+        self.check_budget(dataset)
         return dataset, *self.load_pairs(dataset)
 
     def recorded_budget(self, dataset: ImageTextDataset) -> int:
