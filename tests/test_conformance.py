@@ -55,6 +55,12 @@ class UndeclaredLearnedLrs(Good):
         return out
 
 
+class UndeclaredReferenceModel(Good):
+    def condense(self, ctx):
+        ctx.reference_model(ctx.seed)
+        return super().condense(ctx)
+
+
 class GlobalRandomness(Good):
     def condense(self, ctx):
         self.pick(ctx)  # for its budget check
@@ -96,6 +102,7 @@ BROKEN = [
     (Float64Images, "shapes", "images must be float32 of shape (10, 3, 36, 36), got torch.float64"),
     (WrongSourceIndices, "provenance", "pair 0 claims training pair"),
     (UndeclaredLearnedLrs, "extras", "stores learned_lrs without declaring it"),
+    (UndeclaredReferenceModel, "requires", "uses reference_model without declaring it"),
     (GlobalRandomness, "determinism", "two runs with seed 0 differ: images differ"),
     (TupleInMeta, "round-trip", "meta changed from {'grid': (3, 3)} to {'grid': [3, 3]}"),
     (NormalisesInPlace, "no-mutation", "modified the input pairs' text_features"),

@@ -101,7 +101,7 @@ class Registry:
 
     def _fail(self, info: PluginInfo, message: str) -> None:
         info.error = message
-        self._report(f"skipped plugin {info.distribution} ({info.name}): {message}")
+        self._report(f"plugin {info.distribution} ({info.name}) {'failed' if self.strict else 'skipped'}: {message}")
 
     def _load(self) -> None:
         allow, block = _env_names(ALLOW_ENV), _env_names(BLOCK_ENV)

@@ -35,12 +35,14 @@ RULES = {
     "shapes": "images (N, 3, S, S) and text features (N, d) are finite float32 without grad; extras are well-formed",
     "provenance": "source indices, when given, point at the very training pairs returned",
     "extras": "every extra beyond the pairs (learned lrs, soft targets) is declared in `extras`",
+    "requires": "every shared stage it uses (ctx.reference_model) is declared in `requires`",
     "determinism": "the same seed gives the same set",
     "round-trip": "save() then CondensedSet.load() gives back the same set, meta included",
     "no-mutation": "the input data set is left unchanged and shares no memory with the result",
     "budget-too-large": "a budget above the number of training pairs raises VLBenchError naming the numbers",
 }
 KNOWN_EXTRAS = frozenset({"learned_lrs", "soft_targets"})
+KNOWN_STAGES = frozenset({"reference_model"})  # what the runner can share between runs (Run.shared_stages)
 DEFAULT_BACKBONE = ("tinyvit-minilm", {"pretrained": None})  # random init: nothing to pretrain
 #: Trains the reference model a condenser may ask for: a few steps, enough to be a real model.
 PROTOCOL = TrainProtocol(steps=20, batch_size=32)
@@ -114,12 +116,19 @@ def _reference_model(data: _Slice, seed: int) -> VLModel:
     return copy.deepcopy(data.references[seed])
 
 
-def _context(data: _Slice, budget: int, seed: int, work_dir: Path) -> CondenseContext:
+def _context(data: _Slice, budget: int, seed: int, work_dir: Path,
+             on_use: Callable[[str], None] = lambda stage: None) -> CondenseContext:
+    """A context with fresh copies of the slice; `on_use(stage)` hears of each shared stage used."""
+
+    def reference_model(s: int) -> VLModel:
+        on_use("reference_model")
+        return _reference_model(data, s)
+
     work_dir.mkdir(parents=True, exist_ok=True)
     return CondenseContext(
         dataset=copy.deepcopy(data.dataset), train=_copy_pairs(data.train), backbone=data.backbone, budget=budget,
         seed=seed, device=torch.device("cpu"), protocol=PROTOCOL, work_dir=work_dir, progress=False,
-        reference_model=lambda s: _reference_model(data, s),
+        reference_model=reference_model,
     )
 
 
@@ -169,12 +178,13 @@ class _Trial:
                  work_dir: Path):
         self.cls, self.make, self.budget, self.seed, self.data, self.work_dir = cls, make, budget, seed, data, work_dir
         self.calls = 0
+        self.stages_used: set[str] = set()
         self.ctx = self.new_context(budget)
         self.result = self.condense(self.ctx)
 
     def new_context(self, budget: int) -> CondenseContext:
         self.calls += 1
-        return _context(self.data, budget, self.seed, self.work_dir / f"call-{self.calls}")
+        return _context(self.data, budget, self.seed, self.work_dir / f"call-{self.calls}", self.stages_used.add)
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         result = self.make().condense(ctx)
@@ -233,6 +243,15 @@ class _Trial:
         if used - set(self.cls.extras):
             raise _Broken(f"stores {', '.join(sorted(used - set(self.cls.extras)))} without declaring it: "
                           f"set `extras = frozenset({sorted(used)})` on the class")
+
+    def check_requires(self) -> None:
+        unknown = set(self.cls.requires) - KNOWN_STAGES
+        if unknown:
+            raise _Broken(f"requires unknown shared stages {sorted(unknown)} (known: {', '.join(sorted(KNOWN_STAGES))})")
+        undeclared = self.stages_used - set(self.cls.requires)
+        if undeclared:
+            raise _Broken(f"uses {', '.join(sorted(undeclared))} without declaring it: "
+                          f"set `requires = frozenset({sorted(self.stages_used)})` on the class")
 
     def check_determinism(self) -> None:
         # Meta may hold timings; only what is trained on has to repeat.

@@ -24,6 +24,7 @@ class KMeansConfig:
 class KMeansPrototypes(Condenser):
     name = "kmeans"
     Config = KMeansConfig
+    requires = frozenset({"reference_model"})  # a sweep trains it once for all the runs that share it
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         if not 0 < ctx.budget <= len(ctx.train):
