@@ -146,6 +146,11 @@ def test_an_instance_is_checked_as_configured():
         check_condenser(Good(), options={"x": 1})
 
 
+def test_a_budget_the_slice_cannot_hold_is_the_callers_error():
+    with pytest.raises(ValueError, match="budget must be between 1 and the slice's 200 pairs"):
+        check_condenser(Good, budget=201)
+
+
 def test_a_class_register_would_reject_fails_the_interface_rule():
     with pytest.raises(ConformanceError, match="interface: .*does not implement condense"):
         check_condenser(type("Unfinished", (Condenser,), {"name": "unfinished"}))

@@ -327,6 +327,9 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
     make()  # bad options are the caller's error (VLBenchError), not a broken rule
     with _one_thread(), tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
         data = _slice(train_images, backbone)
+        if not 0 < budget <= len(data.train):
+            raise ValueError(f"budget must be between 1 and the slice's {len(data.train)} pairs "
+                             f"(for more, raise train_images above {train_images}), got {budget}")
         try:
             trial = _Trial(cls, make, budget, seed, data, Path(tmp))
         except _Broken as e:
