@@ -80,7 +80,7 @@ def test_columns_and_recovery():
     ]))["synthscenes (data 01234567) · backbone tinyvit-minilm · protocol v1-aaaaaa"]
     mtt, random, full = rows
     assert list(random) == ["Condenser", "Pairs", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
-                            "Recovery", "Extra", "Evals", "Condense"]
+                            "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
     assert random["Condenser"] == "random 0.1.0"
     assert random["Pairs"] == "100"
     assert all(random[c] == "20.0 ± 0.0" for c in ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean"))

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from vlbench.api import RunSpec, TrainProtocol, VLBenchError
+from vlbench.leaderboard import FORMATS
+from vlbench.sweep_cli import add_sweep_commands
 
 DEFAULT_RESULTS = "results"
 RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "device")
@@ -78,8 +80,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from vlbench.leaderboard import write_leaderboard
 
     output = Path(args.output) if args.output else None
-    markdown = write_leaderboard(Path(args.results), output)
-    print(markdown)
+    text = write_leaderboard(Path(args.results), output, args.format)
+    print(text if args.format == "md" else f"wrote {output or Path(args.results) / f'LEADERBOARD.{args.format}'}")
     return 0
 
 
@@ -103,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list the registered condensers, backbones and data sets")
     lst.set_defaults(func=cmd_list)
 
-    board = sub.add_parser("leaderboard", help="render the leaderboard markdown from the records")
+    board = sub.add_parser("leaderboard", help="render the leaderboard (markdown, CSV, JSON or HTML page) from the records")
     board.add_argument("--results", default=DEFAULT_RESULTS, help="results directory")
-    board.add_argument("--output", help="markdown file to write (default: RESULTS/LEADERBOARD.md)")
+    board.add_argument("--output", help="file to write (default: RESULTS/LEADERBOARD.<format>)")
+    board.add_argument("--format", choices=FORMATS, default="md",
+                       help="markdown tables, CSV or JSON rows, or an HTML page with plots (default: md)")
     board.set_defaults(func=cmd_leaderboard)
+    add_sweep_commands(sub)
     return parser
 
 

@@ -1,10 +1,15 @@
-"""Markdown leaderboard tables from run records.
+"""Leaderboard tables from run records: markdown, CSV, JSON, and (leaderboard_html) an HTML page.
 
 Only comparable results share a table: one table per data set (name and fingerprint), backbone
 and training protocol. Within a table, one row per (condenser, budget); the newest record wins.
+Every format renders the same `Table`s, so they cannot disagree.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +23,123 @@ FULL = "full"
 DAGGER = " †"
 FOOTNOTE = "† evaluated with the learning rates the condenser learned."
 COLUMNS = ["Condenser", "Pairs", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
-           "Recovery", "Extra", "Evals", "Condense"]
+           "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
 # vlbench.metrics.METRIC_KEYS, not imported so that rendering a leaderboard does not load torch.
 RECALL_KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
+FORMATS = ("md", "csv", "json", "html")
+
+
+@dataclass
+class Table:
+    """The comparable rows of one data set, backbone and protocol: full-data rows last."""
+
+    dataset: str
+    fingerprint: str
+    backbone: str
+    protocol: str
+    rows: list[dict[str, Any]]  # see `_row`
+
+    @property
+    def heading(self) -> str:
+        return f"{self.dataset} (data {self.fingerprint[:8]}) · backbone {self.backbone} · protocol {self.protocol}"
+
+
+def tables(records: list[dict[str, Any]]) -> list[Table]:
+    groups: dict[tuple, dict[tuple, dict]] = {}
+    for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
+        table_key = (r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"])
+        groups.setdefault(table_key, {})[(r["condenser"]["name"], r["budget"])] = r  # later = newer
+    costs = _condense_costs(records)
+    out = []
+    for key, rows in sorted(groups.items()):
+        ordered = [rows[k] for k in sorted(rows, key=lambda k: (k[0] == FULL, k))]
+        full = [r for r in ordered if r["condenser"]["name"] == FULL]
+        full_mean = full[-1]["metrics"]["mean"]["mean"] if full else None  # the largest full budget
+        out.append(Table(*key, [_row(r, full_mean, costs) for r in ordered]))
+    return out
+
+
+def _condense_costs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What condensing each set cost, from the record of the run that computed it (not a cached reuse)."""
+    return {r["condensed"]["key"]: {**r["stages"]["condense"], "device": r.get("device")}
+            for r in records if r["condensed"].get("key") and not r["stages"]["condense"].get("cached")}
+
+
+def _row(r: dict[str, Any], full_mean: float | None, costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One leaderboard row as plain values: what CSV and JSON hold, and markdown and HTML format."""
+    mean, std = r["metrics"]["mean"], r["metrics"]["std"]
+    own = r["stages"]["condense"]
+    cost = costs.get(r["condensed"].get("key"), {**own, "device": r.get("device")})
+    is_full = r["condenser"]["name"] == FULL
+    return {
+        "condenser": r["condenser"]["name"],
+        "version": r["condenser"]["version"],
+        "budget": r["budget"],
+        "learned_lrs": r["condensed"].get("learned_lrs") is not None,
+        **{f"{k}_{stat}": values[k] for k in RECALL_KEYS for stat, values in (("mean", mean), ("std", std))},
+        "recovery_pct": 100 * mean["mean"] / full_mean if full_mean else None,
+        "extra_bytes": r["condensed"]["extra_bytes"],
+        "evals": len(r["seeds"]),
+        # Nothing is condensed for `full`: its price is in training, as for every row.
+        "condense_wall_s": None if is_full else cost["wall_s"],
+        "condense_peak_mem_mb": None if is_full else cost.get("peak_mem_mb"),
+        "condense_device": cost.get("device"),
+        "condense_cached": bool(own.get("cached")),
+        "run_id": r["run_id"],
+    }
+
+
+def cells(row: dict[str, Any]) -> list[Any]:
+    """A row formatted for people, in COLUMNS order (markdown and HTML)."""
+    wall, mem = row["condense_wall_s"], row["condense_peak_mem_mb"]
+    return [
+        f"{row['condenser']} {row['version']}" + (DAGGER if row["learned_lrs"] else ""),
+        row["budget"],
+        *(f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" for k in RECALL_KEYS),
+        "—" if row["recovery_pct"] is None else f"{row['recovery_pct']:.0f}%",
+        _bytes(row["extra_bytes"]),
+        row["evals"],
+        ("—" if wall is None else _duration(wall)) + (" (cached)" if row["condense_cached"] else ""),
+        "—" if mem is None else _bytes(int(mem * 2**20)),
+        row["condense_device"] or "—",
+    ]
 
 
 def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
-    tables: dict[tuple, dict[tuple, dict]] = {}
-    for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
-        table_key = (r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"])
-        tables.setdefault(table_key, {})[(r["condenser"]["name"], r["budget"])] = r  # later = newer
-
     parts = [HEADER]
-    if not tables:
+    found = tables(records)
+    if not found:
         parts.append("No records yet.")
-    for (dataset, fingerprint, backbone, protocol), rows in sorted(tables.items()):
-        parts.append(f"### {dataset} (data {fingerprint[:8]}) · backbone {backbone} · protocol {protocol}")
-        parts.append(_table([rows[k] for k in sorted(rows, key=lambda k: (k[0] == FULL, k))]))
+    for table in found:
+        parts.append(f"### {table.heading}")
+        align = ("left",) + ("right",) * (len(COLUMNS) - 1)
+        text = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="github", disable_numparse=True,
+                        colalign=align)
+        parts.append(text + ("\n\n" + FOOTNOTE if any(r["learned_lrs"] for r in table.rows) else ""))
     return "\n\n".join(parts) + "\n"
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    full = [r for r in rows if r["condenser"]["name"] == FULL]
-    full_mean = full[-1]["metrics"]["mean"]["mean"] if full else None  # the largest full budget
-    lines = []
-    for r in rows:
-        mean, std = r["metrics"]["mean"], r["metrics"]["std"]
-        learned = r["condensed"].get("learned_lrs") is not None
-        condense = r["stages"]["condense"]
-        lines.append([
-            f"{r['condenser']['name']} {r['condenser']['version']}" + (DAGGER if learned else ""),
-            r["budget"],
-            *(f"{mean[k]:.1f} ± {std[k]:.1f}" for k in RECALL_KEYS),
-            f"{100 * mean['mean'] / full_mean:.0f}%" if full_mean else "—",
-            _bytes(r["condensed"]["extra_bytes"]),
-            len(r["seeds"]),
-            _duration(condense["wall_s"]) + (" (cached)" if condense.get("cached") else ""),
-        ])
-    align = ("left",) + ("right",) * (len(COLUMNS) - 1)
-    table = tabulate(lines, headers=COLUMNS, tablefmt="github", disable_numparse=True, colalign=align)
-    if any(line[0].endswith(DAGGER) for line in lines):
-        table += "\n\n" + FOOTNOTE
-    return table
+def leaderboard_csv(records: list[dict[str, Any]]) -> str:
+    """One line per row of every table; numbers unformatted, recall in percent."""
+    out = io.StringIO()
+    writer = None
+    for table in tables(records):
+        for row in table.rows:
+            line = {"dataset": table.dataset, "data_fingerprint": table.fingerprint, "backbone": table.backbone,
+                    "protocol": table.protocol, **row}
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(line), lineterminator="\n")
+                writer.writeheader()
+            writer.writerow(line)
+    return out.getvalue()
+
+
+def leaderboard_json(records: list[dict[str, Any]]) -> str:
+    return json.dumps({
+        "generated_by": "vlbench leaderboard",
+        "tables": [{"dataset": t.dataset, "data_fingerprint": t.fingerprint, "backbone": t.backbone,
+                    "protocol": t.protocol, "rows": t.rows} for t in tables(records)],
+    }, indent=2) + "\n"
 
 
 def _bytes(n: int) -> str:
@@ -80,8 +160,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def write_leaderboard(results_dir: Path, output: Path | None = None) -> str:
-    """Render the records in `results_dir` and write them (atomically) to `output`."""
-    text = leaderboard_markdown(ResultsStore(results_dir).records())
-    atomic_write_text(Path(output) if output else Path(results_dir) / "LEADERBOARD.md", text)
+def render(records: list[dict[str, Any]], fmt: str = "md") -> str:
+    if fmt == "html":
+        from vlbench.leaderboard_html import leaderboard_html
+
+        return leaderboard_html(records)
+    renderers = {"md": leaderboard_markdown, "csv": leaderboard_csv, "json": leaderboard_json}
+    if fmt not in renderers:
+        raise ValueError(f"unknown leaderboard format {fmt!r} (known: {', '.join(FORMATS)})")
+    return renderers[fmt](records)
+
+
+def write_leaderboard(results_dir: Path, output: Path | None = None, fmt: str = "md") -> str:
+    """Render the records in `results_dir` as `fmt` and write them (atomically) to `output`
+    (default: RESULTS/LEADERBOARD.<fmt>)."""
+    text = render(ResultsStore(results_dir).records(), fmt)
+    atomic_write_text(Path(output) if output else Path(results_dir) / f"LEADERBOARD.{fmt}", text)
     return text

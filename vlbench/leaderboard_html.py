@@ -1,0 +1,80 @@
+"""The leaderboard as one static HTML page: per table, a plot of mean recall against budget and the table.
+
+Plots are inline SVG with real <text> labels, so the page is a single file that needs no server,
+and the condenser names in a plot are searchable (and testable).
+"""
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+from tabulate import tabulate
+
+from vlbench.api import VLBenchError
+from vlbench.leaderboard import COLUMNS, FOOTNOTE, FULL, HEADER, Table, cells, tables
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+figure { margin: 0; } figure svg { max-width: 100%; height: auto; }
+"""
+
+
+def leaderboard_html(records: list[dict[str, Any]]) -> str:
+    sections = [_section(t, i) for i, t in enumerate(tables(records))] or ["<p>No records yet.</p>"]
+    note = html.escape(HEADER.strip("_")).replace("`vlbench leaderboard`", "<code>vlbench leaderboard</code>")
+    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>vlbench leaderboard</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>vlbench leaderboard</h1>\n<p><em>{note}</em></p>\n"
+            + "\n".join(sections) + "\n</body>\n</html>\n")
+
+
+def _section(table: Table, index: int) -> str:
+    body = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="html", disable_numparse=True)
+    footnote = f"<p>{html.escape(FOOTNOTE)}</p>" if any(r["learned_lrs"] for r in table.rows) else ""
+    return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
+            f"<figure>{plot_svg(table)}</figure>\n{body}\n{footnote}</section>")
+
+
+def plot_svg(table: Table) -> str:
+    """Mean recall against budget (log scale), one line per condenser with a ±1 std band;
+    the full-data reference as a dashed horizontal line with its band."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise VLBenchError("the HTML leaderboard plots with matplotlib: pip install 'vlbench[report]'") from e
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vlbench"}):  # text stays text
+        fig = Figure(figsize=(7, 4))
+        ax = fig.add_subplot()
+        by_condenser: dict[str, list[dict[str, Any]]] = {}
+        for row in table.rows:
+            by_condenser.setdefault(row["condenser"], []).append(row)
+        for name, rows in by_condenser.items():
+            if name == FULL:
+                continue
+            rows.sort(key=lambda r: r["budget"])
+            x = [r["budget"] for r in rows]
+            mean = [r["mean_mean"] for r in rows]
+            std = [r["mean_std"] for r in rows]
+            (line,) = ax.plot(x, mean, marker="o", label=name)
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        for full in by_condenser.get(FULL, [])[-1:]:  # the largest full budget, as for the recovery column
+            m, s = full["mean_mean"], full["mean_std"]
+            ax.axhline(m, color="black", linestyle="--", label=f"{FULL} ({full['budget']} pairs)")
+            ax.axhspan(m - s, m + s, color="black", alpha=0.1, linewidth=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("budget (pairs)")
+        ax.set_ylabel("mean recall (%)")
+        ax.set_title(f"{table.dataset} · {table.backbone}", fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out = io.StringIO()
+        fig.savefig(out, format="svg", metadata={"Date": None})
+    svg = out.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML

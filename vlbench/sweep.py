@@ -1,0 +1,260 @@
+"""Sweeps: a grid of runs, planned into shared work and runs, executed resumably.
+
+A sweep file (YAML) names a `grid`: any RunSpec field may be a list, and the runs are the
+cartesian product (a list of grids is their union). Planning gives every run the key the runner
+records (`Run.run_key`); a run whose key has a record in the results store is done and skipped.
+What the pending runs share is executed first, once per distinct cache key, in phases:
+
+1. data: backbone weights and text features, per data set and backbone;
+2. shared stages the condensers declare (`Condenser.requires`, e.g. the full-data reference model);
+3. the runs.
+
+Each phase waits for the one before; a task whose prerequisite failed is not launched. Inside a
+task, a file lock per run key (in the results directory) keeps two sweeps from running the same
+run twice, and one per shared stage (in the cache) makes a second preparer wait for the first.
+Design notes: docs/sweeps.md.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fcntl
+import functools
+import itertools
+import json
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from vlbench.api import RunSpec, VLBenchError, cache_dir, stable_hash
+from vlbench.results import ResultsStore
+from vlbench.sweep_executors import EXECUTORS, Executor, JobDied
+
+SWEEP_KEYS = ("name", "grid", "results", "executor", "workers", "retries", "submitit")
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file; CLI flags replace its fields."""
+
+    name: str
+    grid: list[dict[str, Any]]
+    results: str = "results"
+    executor: str = "local"
+    workers: int = 0  # local executor: 0 runs in this process, N in a pool of N processes
+    retries: int = 0  # relaunches of a failed task within one sweep (a rerun retries anyway)
+    submitit: dict[str, Any] = field(default_factory=dict)  # AutoExecutor parameters, `array`, `log_dir`
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise VLBenchError(f"unknown executor {self.executor!r} (known: {', '.join(EXECUTORS)})")
+        if self.workers < 0 or self.retries < 0:
+            raise VLBenchError("workers and retries must be >= 0")
+
+    @property
+    def log_dir(self) -> Path:
+        return cache_dir() / "sweeps" / self.name / "logs"
+
+
+def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
+    """Read a sweep file; `overrides` (CLI flags, None = not given) win over it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise VLBenchError(f"cannot read sweep {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(config, dict) or "grid" not in config:
+        raise VLBenchError(f"sweep {path} must be a mapping with a `grid` of run options")
+    unknown = set(config) - set(SWEEP_KEYS)
+    if unknown:
+        raise VLBenchError(f"sweep {path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(SWEEP_KEYS)})")
+    grid = config["grid"] if isinstance(config["grid"], list) else [config["grid"]]
+    if not grid or not all(isinstance(g, dict) for g in grid):
+        raise VLBenchError(f"sweep {path}: `grid` must be a mapping of run option: value or list, or a list of them")
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return Sweep(**{**config, "grid": grid, "name": config.get("name") or path.stem})
+
+
+def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
+    """Every combination of every grid: a list value is an axis, anything else is fixed.
+
+    `budget` may be left out for `full`, which trains on every training pair.
+    """
+    specs = []
+    for g in grid:
+        axes = {k: v if isinstance(v, list) else [v] for k, v in {"budget": 0, **g}.items()}
+        for values in itertools.product(*axes.values()):
+            try:
+                specs.append(RunSpec.from_dict(dict(zip(axes, values))))
+            except TypeError as e:  # a missing field, or an unknown protocol option
+                raise VLBenchError(f"bad grid entry {dict(zip(axes, values))}: {e}") from e
+    return specs
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: prepare shared data ("data"), a shared stage ("stage"), or a run ("run")."""
+
+    kind: str
+    key: str  # the run key, or the cache identity of what is prepared
+    spec: RunSpec  # for runs: exactly the spec the record will hold
+    results: str
+    label: str
+    stage: str | None = None
+    needs: tuple[str, ...] = ()  # keys of the tasks that must succeed first
+
+
+@dataclass
+class Plan:
+    runs: list[Task]  # every run of the grid, in grid order
+    done: dict[str, str]  # run key -> run_id of a record that exists
+    phases: list[list[Task]]  # what is left to execute, in order
+
+    @property
+    def pending(self) -> list[Task]:
+        return [t for t in self.runs if t.key not in self.done]
+
+
+def _label(spec: RunSpec, fields: list[str]) -> str:
+    values = spec.to_dict()
+    return " ".join(f"{f}={json.dumps(values[f], sort_keys=True) if isinstance(values[f], dict) else values[f]}"
+                    for f in fields)
+
+
+def make_plan(sweep: Sweep) -> Plan:
+    from vlbench.runner import Run
+
+    specs = expand(sweep.grid)
+    results = str(Path(sweep.results).expanduser().resolve())  # jobs may start in another directory
+    recorded = {r["run_key"]: r["run_id"] for r in ResultsStore(results).records()}
+    dicts = [s.to_dict() for s in specs]
+    varying = [f for f in dicts[0] if any(d[f] != dicts[0][f] for d in dicts)] or ["condenser", "budget"]
+    datasets: dict[tuple, Any] = {}  # each data set is read once
+    runs: dict[str, Task] = {}
+    prepares: dict[str, Task] = {}
+    for spec in specs:
+        run = Run(copy.deepcopy(spec), progress=False)
+        where = (spec.dataset, spec.data_root)
+        if where not in datasets:
+            datasets[where] = run.load_dataset()
+        dataset = datasets[where]
+        try:
+            run.check_budget(dataset)
+        except VLBenchError as e:
+            raise VLBenchError(f"grid run {_label(spec, varying)}: {e}") from e
+        spec = dataclasses.replace(spec, budget=run.recorded_budget(dataset))
+        key = run.run_key(dataset)
+        if key in runs:  # the same run twice (e.g. `full` at several budgets)
+            continue
+        needs = []
+        if key not in recorded:
+            data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id])
+            prepares.setdefault(data_key, Task("data", data_key, spec, results, f"{dataset.name} · {run.backbone.id}"))
+            needs.append(data_key)
+            for stage, (stage_key, _) in run.shared_stages(dataset).items():
+                label = f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}"
+                task = Task("stage", f"{stage}-{stage_key}", spec, results, label, stage, (data_key,))
+                needs.append(prepares.setdefault(task.key, task).key)
+        runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
+    phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
+    phases.append([t for t in runs.values() if t.key not in recorded])
+    return Plan(list(runs.values()), {k: recorded[k] for k in runs if k in recorded}, [p for p in phases if p])
+
+
+def describe(plan: Plan) -> str:
+    """What a sweep would do: the prepare tasks, then every run, done or to run."""
+    lines = [f"{len(plan.runs)} runs: {len(plan.done)} done, {len(plan.pending)} to run"]
+    lines += [f"  prepare  {t.kind:<5}  {t.label}" for phase in plan.phases for t in phase if t.kind != "run"]
+    for task in plan.runs:
+        done = plan.done.get(task.key)
+        lines.append(f"  {'done' if done else 'run':<7}  {task.label}" + (f"  (record {done})" if done else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- executing
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "ok", "failed", or "busy" (another process holds the run)
+    message: str
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on `path`; yields False if `wait` is off and another process holds it.
+
+    The kernel drops the lock when its holder dies, so a killed job never leaves a stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # closing the file releases the lock
+
+
+def execute(task: Task, progress: bool = False) -> Outcome:
+    """Run one task (in whatever process or job the executor chose); never raises."""
+    from vlbench.runner import Run, run
+
+    try:
+        if task.kind != "run":
+            with file_lock(cache_dir() / "locks" / f"{task.key}.lock", wait=True):
+                Run(copy.deepcopy(task.spec), progress=progress).prepare([task.stage] if task.stage else [])
+            return Outcome("ok", "prepared")
+        store = ResultsStore(task.results)
+        with file_lock(store.directory / ".locks" / f"{task.key}.lock", wait=False) as held:
+            if not held:
+                return Outcome("busy", "running in another process")
+            if store.find(task.key):  # recorded by another sweep since we planned
+                return Outcome("ok", "already recorded")
+            record = run(copy.deepcopy(task.spec), task.results, progress=progress)
+        m = record["metrics"]
+        return Outcome("ok", f"mean recall {m['mean']['mean']:.1f} ± {m['std']['mean']:.1f} (record {record['run_id']})")
+    except Exception as e:
+        traceback.print_exc()  # the whole story goes to the job's log; the sweep shows one line
+        return Outcome("failed", str(e).splitlines()[0] if isinstance(e, VLBenchError) else f"{type(e).__name__}: {e}")
+
+
+def run_plan(plan: Plan, executor: Executor, retries: int = 0, echo: Callable[[str], None] = print) -> dict[str, Outcome]:
+    """Execute the plan's phases in order; returns the last outcome of every task that ran or was blocked."""
+    outcomes: dict[str, Outcome] = {}
+    fn = functools.partial(execute, progress=executor.interactive)
+    for phase in plan.phases:
+        ready = []
+        for task in phase:
+            failed = [k for k in task.needs if outcomes.get(k, Outcome("ok", "")).status == "failed"]
+            if failed:
+                outcomes[task.key] = Outcome("failed", f"not launched: prerequisite {failed[0]} failed")
+                echo(f"blocked  {task.label}: {outcomes[task.key].message}")
+            else:
+                ready.append(task)
+        for attempt in range(retries + 1):
+            if not ready:
+                break
+            again = []
+            for task, result in executor.map(fn, ready):
+                outcome = Outcome("failed", result.message) if isinstance(result, JobDied) else result
+                outcomes[task.key] = outcome
+                retry = outcome.status == "failed" and attempt < retries
+                echo(f"{outcome.status:<7}  {task.kind:<5}  {task.label}: {outcome.message}" + (" (retrying)" if retry else ""))
+                if retry:
+                    again.append(task)
+            ready = again
+    return outcomes
+
+
+def missing(plan: Plan) -> list[Task]:
+    """The plan's runs that have no record (read afresh from the results store)."""
+    recorded = {r["run_key"] for r in ResultsStore(plan.runs[0].results).records()} if plan.runs else set()
+    return [t for t in plan.runs if t.key not in recorded]

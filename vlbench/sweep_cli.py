@@ -1,0 +1,40 @@
+"""`vlbench sweep SWEEP.yaml`: plan a grid of runs, print it, and (unless --dry-run) execute it.
+
+cli.py wires it in with `add_sweep_commands(subparsers)`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from vlbench.sweep import describe, load_sweep, make_plan, missing, run_plan
+from vlbench.sweep_executors import EXECUTORS, make_executor
+
+
+def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
+    sweep = subparsers.add_parser(
+        "sweep", help="run a grid of runs locally or on SLURM (submitit); skips runs already recorded")
+    sweep.add_argument("file", help="sweep YAML: a `grid` of run options, any of them a list (see docs/sweeps.md)")
+    sweep.add_argument("--dry-run", action="store_true", help="print the runs it would launch and which are done")
+    sweep.add_argument("--executor", choices=EXECUTORS, help="where tasks run (overrides the file; default: local)")
+    sweep.add_argument("--workers", type=int, help="local executor: processes in the pool (0: in this process)")
+    sweep.add_argument("--retries", type=int, help="relaunches of a failed task within this sweep")
+    sweep.add_argument("--results", help="results directory (overrides the file; default: results)")
+    sweep.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.file, executor=args.executor, workers=args.workers, retries=args.retries,
+                       results=args.results)
+    plan = make_plan(sweep)
+    print(f"sweep {sweep.name} ({sweep.executor} executor, results in {sweep.results}): {describe(plan)}", flush=True)
+    if args.dry_run or not plan.pending:
+        return 0
+    executor = make_executor(sweep.executor, workers=sweep.workers, submitit=sweep.submitit,
+                             default_log_dir=sweep.log_dir, name=f"vlbench-{sweep.name}")
+    run_plan(plan, executor, sweep.retries, echo=lambda line: print(line, flush=True))
+    left = missing(plan)
+    if left:
+        print(f"{len(left)} of {len(plan.runs)} runs have no record; rerun `vlbench sweep {args.file}` to retry them")
+        return 1
+    print(f"all {len(plan.runs)} runs recorded in {sweep.results}")
+    return 0
