@@ -19,6 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from vlbench import hookimpl
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
+from vlbench_plugins.tinyvit_pretrain import cell_features
 
 DEFAULTS: dict[str, Any] = {
     "image_size": 36,
@@ -37,6 +38,17 @@ DEFAULTS: dict[str, Any] = {
     "pretrain_epochs": 3,
 }
 MEAN = STD = (0.5, 0.5, 0.5)
+
+
+class CellPooled(torch.nn.Module):
+    """Patch tokens averaged per grid cell and concatenated: keeps where things are."""
+
+    def __init__(self, vit: VisionTransformer, grid: int):
+        super().__init__()
+        self.vit, self.grid = vit, grid
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return cell_features(self.vit, pixels, self.grid).flatten(1)
 
 
 def minilm_encoder() -> TextEncoder:
@@ -94,7 +106,7 @@ class TinyViTMiniLM(Backbone):
             return
         if self.options["pretrained"] != "auto":
             raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: auto`")
-        from vlbench_plugins.tinyvit_pretrain import pretrain
+        from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
 
         pretrain(self.vit(), path, epochs=self.options["pretrain_epochs"], mean=MEAN, std=STD, progress=progress)
 
@@ -115,7 +127,8 @@ class TinyViTMiniLM(Backbone):
                     target_modules=self.options["lora_targets"], lora_dropout=0.0,
                 )
                 vit = peft.inject_adapter_in_model(config, vit)  # freezes every non-adapter weight
-            model = DualEncoder(vit, self.options["width"], self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
+            encoder = CellPooled(vit, grid=3)
+            model = DualEncoder(encoder, 9 * self.options["width"], self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
         return model.to(device)
 
 

@@ -33,7 +33,7 @@ def pretrain(vit: nn.Module, path: Path, epochs: int, mean, std, progress: bool 
     root = SynthScenes().load(None).root
     paths, labels, class_names = load_pretrain_labels(root)
     pixels = load_images(paths, vit.patch_embed.img_size[0], mean, std, progress=progress)
-    sizes = [len(class_names[k]) + 1 for k in ("colours", "shapes", "sizes")]  # +1: empty cell
+    sizes = [len(class_names[k]) + 1 for k in ("colour", "shape", "size")]  # +1: empty cell
     targets = labels + 1  # -1 (empty) becomes class 0
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(vit.embed_dim, n) for n in sizes)
