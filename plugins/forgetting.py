@@ -1,0 +1,62 @@
+"""`forgetting`: the pairs forgotten most often while a model trains on all pairs.
+
+The per-epoch outcomes are cached per (data set, backbone, protocol, seed, epochs), so every
+budget reuses one training run.
+"""
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from vlbench import hookimpl
+from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
+from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
+
+#: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
+PROBE_VERSION = 1
+
+
+@dataclass
+class ForgettingConfig:
+    epochs: int = 6  # epochs of full-data training; forgetting events happen between consecutive ones
+
+    def __post_init__(self):
+        if self.epochs < 2:
+            raise VLBenchError(f"forgetting needs at least 2 epochs to see a pair forgotten, got epochs={self.epochs}")
+
+
+class Forgetting(Condenser):
+    name = "forgetting"
+    Config = ForgettingConfig
+
+    def condense(self, ctx: CondenseContext) -> CondensedSet:
+        check_budget(ctx.budget, len(ctx.train))  # before training for nothing
+        counts = forgetting_counts(self.history(ctx))
+        picked = most_forgotten(counts, ctx.budget, ctx.seed)
+        return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name,
+                                         forgetting_events=counts[picked].tolist())
+
+    def history(self, ctx: CondenseContext) -> torch.Tensor:
+        """(epochs, pairs) probe outcomes of a model trained on all pairs from ctx.seed, cached."""
+        from safetensors.torch import load_file, save_file
+
+        key = stable_hash([ctx.dataset.fingerprint, ctx.backbone.id, ctx.protocol.id, ctx.seed, self.config.epochs,
+                           PROBE_VERSION])
+        path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{key}.safetensors"
+        if path.exists():
+            return load_file(str(path))["correct"].bool()
+        model = ctx.backbone.build(ctx.seed, ctx.device)
+        steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
+        with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
+            history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
+                                          progress=bar.update)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"correct": history.to(torch.uint8)}, str(tmp))
+        tmp.replace(path)
+        return history
+
+
+@hookimpl
+def register_condensers(register):
+    register(Forgetting)

@@ -1,0 +1,194 @@
+"""Coreset selection for image-text pairs: herding, k-center greedy and forgetting.
+
+Tensor-level and plugin-free, so that any condenser can import them. Definitions, tie rules and
+the reasons behind them are in docs/coresets.md.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from vlbench.api import CondenseContext, Pairs, TrainProtocol, VLBenchError, VLModel
+from vlbench.train import TrainData, embed, train
+
+#: update(score, column, rows, j): the scores of `rows` after picking j (may update `score` in place),
+#: where column = features[rows] @ features[j] and rows is `slice(None)` for all rows.
+Update = Callable[[Tensor, Tensor, "slice | Tensor", int], Tensor]
+
+_ALL = slice(None)
+
+
+def check_budget(budget: int, num_pairs: int) -> None:
+    if not 0 < budget <= num_pairs:
+        raise VLBenchError(f"budget must be between 1 and the {num_pairs} pairs to select from, got {budget}")
+
+
+@torch.no_grad()
+def pair_features(model: VLModel, pairs: Pairs, device: torch.device | str = "cpu") -> Tensor:
+    """(num_pairs, 2 * joint_dim): each pair's image embedding next to its caption's embedding.
+
+    Both halves are L2-normalised by the model; images are embedded once each, not once per pair.
+    """
+    images, texts = embed(model, pairs, device)
+    return torch.cat([images[pairs.pair_image], texts], dim=1)
+
+
+def reference_features(ctx: CondenseContext) -> Tensor:
+    """`pair_features` of the context's full-data reference model for its seed, on its device."""
+    check_budget(ctx.budget, len(ctx.train))  # before training a reference model for nothing
+    if ctx.reference_model is None:
+        raise VLBenchError("this condenser needs ctx.reference_model (the vlbench runner provides it)")
+    return pair_features(ctx.reference_model(ctx.seed), ctx.train, ctx.device).to(ctx.device)
+
+
+# ----------------------------------------------------------------------------- greedy engine
+
+
+def _guess(features: Tensor, score: Tensor, update: Update, pending: list[int], count: int, pool_size: int) -> list[int]:
+    """The next `count` greedy picks if they all came from the `pool_size` best-scoring rows."""
+    rows = score.topk(min(pool_size, len(score))).indices
+    pool, s = features[rows], score[rows]
+    for j in pending:
+        s = update(s, pool @ features[j], rows, j)
+    guesses = []
+    for _ in range(count):
+        t = int(s.argmax())
+        guesses.append(int(rows[t]))
+        s[t] = -torch.inf
+        s = update(s, pool @ features[guesses[-1]], rows, guesses[-1])
+    return guesses
+
+
+@torch.no_grad()
+def greedy_select(
+    features: Tensor, budget: int, score: Tensor, update: Update, first: int | None = None,
+    pool_size: int = 4096, max_block: int = 64,
+) -> Tensor:
+    """Pick `budget` distinct rows one at a time, each the argmax of `score` (lowest index on ties).
+
+    After each pick j the scores become update(score, features @ features[j], all rows, j).
+    Computing that column pick by pick reads all of `features` once per pick (memory-bound: 1000
+    passes over 1 GB at COCO size). Instead, each block guesses the next picks by running the
+    greedy inside a pool of the best-scoring rows, computes all their columns in one matrix
+    product, and replays the picks on every row. Guesses are kept up to the first wrong one,
+    whose true pick the replay has just found; so the result is exactly the pick-by-pick greedy,
+    and the guesses only decide how much work is done.
+    """
+    check_budget(budget, len(features))
+    score = score.clone()
+    picks = [] if first is None else [first]
+    score[picks] = -torch.inf
+    applied = 0  # picks[:applied] are reflected in `score`
+    block = 2
+    while len(picks) < budget:
+        pending = picks[applied:]
+        guesses = _guess(features, score, update, pending, min(block, budget - len(picks)), pool_size)
+        columns = features[pending + guesses] @ features.T  # row c: every row's dot product with pick c
+        for c, j in enumerate(pending):
+            score = update(score, columns[c], _ALL, j)
+        applied, verified = len(picks), 0
+        for c, guess in enumerate(guesses, start=len(pending)):
+            j = int(score.argmax())
+            picks.append(j)
+            score[j] = -torch.inf
+            if j != guess:
+                break  # j is right, but its column is not computed yet: it is pending for the next block
+            score = update(score, columns[c], _ALL, j)
+            applied, verified = applied + 1, verified + 1
+        block = min(max_block, max(2, 2 * verified))
+    return torch.tensor(picks, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- herding and k-center
+
+
+def herding(features: Tensor, budget: int, **engine) -> Tensor:
+    """Greedy herding: each pick keeps the mean of the picked rows closest to the mean of all rows.
+
+    Pick k+1 minimises ||(S + x) / (k+1) - mu||^2 over unpicked x (S: sum of the k picks), i.e.
+    maximises 2 x.((k+1) mu - S) - ||x||^2; each pick j adds 2 (x.mu - x.x_j) to that score.
+    """
+    mean_dot = features @ features.mean(0)
+    score = 2 * mean_dot - features.pow(2).sum(1)
+    return greedy_select(features, budget, score, lambda s, col, rows, j: s.add_(mean_dot[rows] - col, alpha=2), **engine)
+
+
+def kcenter_greedy(features: Tensor, budget: int, seed: int, **engine) -> Tensor:
+    """Farthest-first traversal: a seeded first centre, then the row farthest from its nearest centre.
+
+    Keeps each row's squared distance to its nearest centre (O(N) memory, no N x N matrix).
+    """
+    first = int(torch.randint(len(features), (1,), generator=torch.Generator().manual_seed(seed)))
+    sq_norm = features.pow(2).sum(1)
+
+    def update(nearest: Tensor, col: Tensor, rows, j: int) -> Tensor:
+        return torch.minimum(nearest, torch.add(sq_norm[rows], col, alpha=-2).add_(sq_norm[j]).clamp_min_(0))
+
+    nearest = torch.full((len(features),), torch.inf, dtype=features.dtype, device=features.device)
+    return greedy_select(features, budget, nearest, update, first=first, **engine)
+
+
+# ----------------------------------------------------------------------------- forgetting
+
+
+def probe_batches(num_pairs: int, batch_size: int, seed: int) -> list[Tensor]:
+    """A fixed, seeded partition of the pairs into batches of `batch_size` (the last may be short)."""
+    order = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed))
+    return list(order.split(batch_size))
+
+
+def probe_correct(image_emb: Tensor, text_emb: Tensor, pair_image: Tensor, batches: list[Tensor]) -> Tensor:
+    """Per pair: is it retrieved correctly, both ways, within its probe batch?
+
+    image_emb holds one row per image, text_emb one per pair. Pair i is correct when its image
+    scores some caption of that image strictly above every other image's caption in the batch,
+    and its caption scores that image strictly above every other image in the batch.
+    """
+    correct = torch.zeros(len(pair_image), dtype=torch.bool)
+    for batch in batches:
+        owner = pair_image[batch]
+        same = owner[:, None] == owner[None, :]
+        sim = image_emb[owner] @ text_emb[batch].T  # rows: the batch's pairs' images; columns: their captions
+        both = [
+            s.masked_fill(~same, -torch.inf).amax(1) > s.masked_fill(same, -torch.inf).amax(1) for s in (sim, sim.T)
+        ]
+        correct[batch] = both[0] & both[1]
+    return correct
+
+
+def forgetting_counts(correct: Tensor) -> Tensor:
+    """Forgetting events per pair from an (epochs, num_pairs) history: correct at one epoch end, wrong at the next."""
+    return (correct[:-1] & ~correct[1:]).sum(0)
+
+
+def most_forgotten(counts: Tensor, budget: int, seed: int) -> Tensor:
+    """The `budget` pairs with the most forgetting events, ties in a seeded random order."""
+    check_budget(budget, len(counts))
+    order = torch.randperm(len(counts), generator=torch.Generator().manual_seed(seed))
+    ranked = order[counts[order].argsort(descending=True, stable=True)]
+    return ranked[:budget]
+
+
+def training_steps(num_pairs: int, protocol: TrainProtocol, epochs: int) -> int:
+    """Steps of the shared trainer that make `epochs` full passes over `num_pairs` pairs."""
+    return epochs * -(-num_pairs // min(protocol.batch_size, num_pairs))
+
+
+def correctness_history(
+    model: VLModel, pairs: Pairs, protocol: TrainProtocol, epochs: int, seed: int, device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Train `model` on all pairs for `epochs` epochs with the shared trainer; (epochs, num_pairs) probe outcomes."""
+    batch_size = min(protocol.batch_size, len(pairs))
+    batches = probe_batches(len(pairs), batch_size, seed)
+    history = []
+
+    def probe(epoch: int, model: VLModel) -> None:
+        history.append(probe_correct(*embed(model, pairs, device), pairs.pair_image, batches))
+        model.train()  # embed() leaves the model in eval mode; training resumes after this callback
+
+    train(model, TrainData.from_pairs(pairs), protocol, seed, steps=training_steps(len(pairs), protocol, epochs),
+          device=device, on_epoch_end=probe, progress=progress)
+    return torch.stack(history)
