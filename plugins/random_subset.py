@@ -3,12 +3,14 @@ import torch
 
 from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser
+from vlbench.coreset import check_budget
 
 
 class RandomPairs(Condenser):
     name = "random"
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
+        check_budget(ctx.budget, len(ctx.train))
         generator = torch.Generator().manual_seed(ctx.seed)
         picked = torch.randperm(len(ctx.train), generator=generator)[: ctx.budget]
         return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)

@@ -1,6 +1,6 @@
 """The embedded default backbone: a tiny ViT (pretrained by vlbench itself) + frozen MiniLM.
 
-Image side: a 4-block ViT on 36 px images with 6 px patches, pretrained once on attribute
+Image side: a 4-block ViT on 36 px images with 12 px patches (one token per grid cell), pretrained once on attribute
 classification over the generator's `pretrain` split (disjoint from train/val/test) and cached
 like a downloaded checkpoint. By default its weights stay frozen and rank-4 LoRA adapters on
 qkv / attn.proj / fc1 / fc2 are trained, the paper's LoRA regime (`lora_rank: 0` fine-tunes the
@@ -23,7 +23,7 @@ from vlbench_plugins.tinyvit_pretrain import cell_features
 
 DEFAULTS: dict[str, Any] = {
     "image_size": 36,
-    "patch_size": 6,
+    "patch_size": 12,
     "width": 96,
     "depth": 4,
     "heads": 4,
