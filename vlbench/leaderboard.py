@@ -1,7 +1,8 @@
 """Leaderboard tables from run records: markdown, CSV, JSON, and (leaderboard_html) an HTML page.
 
 Only comparable results share a table: one table per data set (name and fingerprint), backbone
-and training protocol. Within a table, one row per (condenser, budget); the newest record wins.
+and training protocol. Within a table, one row per (condenser, budget): the newest record of each
+condensing seed wins, and the evaluation models of all seeds are pooled into the row's mean and std.
 Every format renders the same `Table`s, so they cannot disagree.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,18 +47,28 @@ class Table:
 
 
 def tables(records: list[dict[str, Any]]) -> list[Table]:
-    groups: dict[tuple, dict[tuple, dict]] = {}
+    groups: dict[tuple, dict[tuple, dict[Any, dict]]] = {}
     for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
         table_key = (r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"])
-        groups.setdefault(table_key, {})[(r["condenser"]["name"], r["budget"])] = r  # later = newer
+        row_key = (r["condenser"]["name"], r["budget"])
+        groups.setdefault(table_key, {}).setdefault(row_key, {})[r.get("spec", {}).get("seed")] = r  # later = newer
     costs = _condense_costs(records)
     out = []
     for key, rows in sorted(groups.items()):
-        ordered = [rows[k] for k in sorted(rows, key=lambda k: (k[0] == FULL, k))]
-        full = [r for r in ordered if r["condenser"]["name"] == FULL]
-        full_mean = full[-1]["metrics"]["mean"]["mean"] if full else None  # the largest full budget
-        out.append(Table(*key, [_row(r, full_mean, costs) for r in ordered]))
+        ordered = [list(rows[k].values()) for k in sorted(rows, key=lambda k: (k[0] == FULL, k))]
+        full = [runs for runs in ordered if runs[0]["condenser"]["name"] == FULL]
+        full_mean = _pooled(full[-1])[0]["mean"] if full else None  # the largest full budget
+        out.append(Table(*key, [_row(runs, full_mean, costs) for runs in ordered]))
     return out
+
+
+def _pooled(runs: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and std of every metric over the evaluation models of all runs (condensing seeds)."""
+    if len(runs) == 1:
+        return runs[0]["metrics"]["mean"], runs[0]["metrics"]["std"]
+    models = [m for r in runs for m in r["metrics"]["per_seed"]]
+    return ({k: statistics.fmean(m[k] for m in models) for k in RECALL_KEYS},
+            {k: statistics.pstdev(m[k] for m in models) for k in RECALL_KEYS})
 
 
 def _condense_costs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -65,11 +77,16 @@ def _condense_costs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for r in records if r["condensed"].get("key") and not r["stages"]["condense"].get("cached")}
 
 
-def _row(r: dict[str, Any], full_mean: float | None, costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One leaderboard row as plain values: what CSV and JSON hold, and markdown and HTML format."""
-    mean, std = r["metrics"]["mean"], r["metrics"]["std"]
-    own = r["stages"]["condense"]
-    cost = costs.get(r["condensed"].get("key"), {**own, "device": r.get("device")})
+def _row(runs: list[dict[str, Any]], full_mean: float | None, costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One leaderboard row as plain values (what CSV and JSON hold, and markdown and HTML format).
+
+    `runs` are the newest record of each condensing seed; the newest of them names the row.
+    """
+    r = max(runs, key=lambda r: (r["created"], r["run_id"]))
+    mean, std = _pooled(runs)
+    own = [run["stages"]["condense"] for run in runs]
+    # The cost of a reused (cached) set is that of the run that computed it, when its record is here.
+    cost = [costs.get(run["condensed"].get("key"), {**stage, "device": run.get("device")}) for run, stage in zip(runs, own)]
     is_full = r["condenser"]["name"] == FULL
     return {
         "condenser": r["condenser"]["name"],
@@ -79,13 +96,14 @@ def _row(r: dict[str, Any], full_mean: float | None, costs: dict[str, dict[str, 
         **{f"{k}_{stat}": values[k] for k in RECALL_KEYS for stat, values in (("mean", mean), ("std", std))},
         "recovery_pct": 100 * mean["mean"] / full_mean if full_mean else None,
         "extra_bytes": r["condensed"]["extra_bytes"],
+        "runs": len(runs),
         "evals": len(r["seeds"]),
         # Nothing is condensed for `full`: its price is in training, as for every row.
-        "condense_wall_s": None if is_full else cost["wall_s"],
-        "condense_peak_mem_mb": None if is_full else cost.get("peak_mem_mb"),
-        "condense_device": cost.get("device"),
-        "condense_cached": bool(own.get("cached")),
-        "run_id": r["run_id"],
+        "condense_wall_s": None if is_full else statistics.fmean(c["wall_s"] for c in cost),
+        "condense_peak_mem_mb": None if is_full else max(c.get("peak_mem_mb", 0) for c in cost),
+        "condense_device": cost[-1].get("device"),
+        "condense_cached": any(stage.get("cached") for stage in own),
+        "run_ids": [run["run_id"] for run in runs],
     }
 
 
@@ -98,7 +116,7 @@ def cells(row: dict[str, Any]) -> list[Any]:
         *(f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" for k in RECALL_KEYS),
         "—" if row["recovery_pct"] is None else f"{row['recovery_pct']:.0f}%",
         _bytes(row["extra_bytes"]),
-        row["evals"],
+        row["evals"] if row["runs"] == 1 else f"{row['runs']} × {row['evals']}",
         ("—" if wall is None else _duration(wall)) + (" (cached)" if row["condense_cached"] else ""),
         "—" if mem is None else _bytes(int(mem * 2**20)),
         row["condense_device"] or "—",
@@ -126,7 +144,7 @@ def leaderboard_csv(records: list[dict[str, Any]]) -> str:
     for table in tables(records):
         for row in table.rows:
             line = {"dataset": table.dataset, "data_fingerprint": table.fingerprint, "backbone": table.backbone,
-                    "protocol": table.protocol, **row}
+                    "protocol": table.protocol, **row, "run_ids": " ".join(row["run_ids"])}
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(line), lineterminator="\n")
                 writer.writeheader()
