@@ -61,6 +61,7 @@ def minilm_encoder() -> TextEncoder:
 
 class TinyViTMiniLM(Backbone):
     name = "tinyvit-minilm"
+    lora_option = "lora_rank"
 
     def __init__(self, **config: Any):
         unknown = set(config) - set(DEFAULTS)

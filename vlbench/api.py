@@ -185,6 +185,13 @@ class Backbone(ABC):
     def prepare(self, progress: bool = True) -> None:
         """Fetch or compute what `build` needs (pretrained weights); idempotent and cached."""
 
+    #: The config option that sets the image encoder's LoRA rank (0: full fine-tuning), if any.
+    lora_option: ClassVar[str | None] = None
+
+    def full_finetuning(self) -> "Backbone":
+        """This backbone with every image-encoder weight trainable instead of LoRA adapters (for `tm`)."""
+        return self if self.lora_option is None else type(self)(**{**self.config, self.lora_option: 0})
+
 
 # ----------------------------------------------------------------------------- pairs
 

@@ -1,0 +1,81 @@
+"""`tm`: trajectory matching of every trainable parameter (the paper's NFNet setting).
+
+The engine is `vlbench.tm`; this plugin picks the model variant, builds (or reuses) the expert
+buffer, initialises the synthetic set from real pairs and returns it with the learned learning
+rates. `tm-lora` (plugins/tm_lora.py) differs only in the variant: LoRA adapters + heads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlbench import hookimpl
+from vlbench.api import Backbone, CondensedSet, CondenseContext, Condenser, VLModel
+from vlbench.coreset import check_budget
+from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpec, Student
+
+
+@dataclass
+class TMConfig(DistillConfig):
+    num_experts: int = 2  # paper: 20
+    train_epochs: int = 2  # epochs per expert (paper: 10)
+    expert_lr: float = 0.1  # paper: 0.1
+    expert_momentum: float = 0.0  # plain SGD, as the inner loop (momentum restarts every epoch)
+    expert_batch_size: int = 128  # paper: 128
+
+
+class TrajectoryMatching(Condenser):
+    name = "tm"
+    Config = TMConfig
+    extras = frozenset({"learned_lrs"})
+
+    def variant(self, backbone: Backbone) -> Backbone:
+        """The backbone whose trainable parameters are recorded and matched."""
+        return backbone.full_finetuning()
+
+    def check_model(self, model: VLModel) -> None:
+        """Hook for variants with requirements on the model (tm-lora: LoRA adapters present)."""
+
+    def expert_spec(self, ctx: CondenseContext) -> ExpertSpec:
+        c = self.config
+        return ExpertSpec(epochs=c.train_epochs, lr=c.expert_lr, momentum=c.expert_momentum,
+                          weight_decay=ctx.protocol.weight_decay, batch_size=c.expert_batch_size)
+
+    def experts(self, ctx: CondenseContext) -> tuple[Backbone, list]:
+        backbone = self.variant(ctx.backbone)
+        self.check_model(backbone.build(0))
+        buffer = ExpertBuffer.locate(ctx.dataset.fingerprint, backbone.id, self.expert_spec(ctx))
+        trajectories = buffer.build(self.config.num_experts, lambda seed: backbone.build(seed, ctx.device), ctx.train,
+                                    ctx.device, ctx.progress)
+        return backbone, trajectories
+
+    def condense(self, ctx: CondenseContext) -> CondensedSet:
+        check_budget(ctx.budget, len(ctx.train))
+        backbone, trajectories = self.experts(ctx)
+        # Initialised from the same seeded pairs as `random`: iteration 0 is the random coreset.
+        picked = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[: ctx.budget]
+        images, text = ctx.train.select(picked)
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in ctx.backbone.normalization)
+        bounds = Bounds(pixel_low=((0 - mean) / std).to(ctx.device), pixel_high=((1 - mean) / std).to(ctx.device),
+                        text_norm=text.norm(dim=1, keepdim=True).to(ctx.device))
+        distiller = Distiller(Student(backbone.build(0, ctx.device)), trajectories, images, text, self.config, ctx.seed,
+                              ctx.work_dir / "tm_state.pt", ctx.protocol.weight_decay, ctx.device, ctx.progress)
+        distiller.run(bounds)
+        history = distiller.history
+        window = max(1, min(10, len(history) // 4))
+        return CondensedSet(
+            images=distiller.images.detach().cpu(), text_features=distiller.text.detach().cpu(), learned_lrs=distiller.lrs,
+            meta={"matched_parameters": sum(v.numel() for v in trajectories[0][0].values()),
+                  "matching_loss_first": _mean(history[:window]), "matching_loss_last": _mean(history[-window:]),
+                  "rollbacks": distiller.rollbacks, "init_indices": picked.tolist()},
+        )
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
+
+
+@hookimpl
+def register_condensers(register):
+    register(TrajectoryMatching)

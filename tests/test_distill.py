@@ -1,0 +1,190 @@
+"""Trajectory matching: the unrolled gradient, the matching loss, resume, NaN rollback, LoRA mode, e2e."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vlbench.api import Pairs, VLBenchError
+from vlbench.modules import DualEncoder
+from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpec, Student, inner, matching_loss
+from vlbench.tm.experts import noise_floor
+
+SPEC = ExpertSpec(epochs=3, lr=0.5, momentum=0.0, weight_decay=5e-4, batch_size=8)
+
+
+def tiny_model(seed: int = 0, dtype=torch.float32) -> DualEncoder:
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8))
+    return DualEncoder(encoder, image_dim=8, text_dim=6, embed_dim=5).to(dtype)
+
+
+def tiny_pairs(n_images: int = 16) -> Pairs:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(n_images, 3, 4, 4, generator=g)
+    pair_image = torch.arange(2 * n_images) % n_images
+    text = images.flatten(1)[pair_image, :6] + 0.1 * torch.randn(2 * n_images, 6, generator=g)  # learnable pairing
+    return Pairs(images, pair_image, text, [f"caption {i}" for i in range(2 * n_images)])
+
+
+def bounds_for(text: torch.Tensor) -> Bounds:
+    return Bounds(pixel_low=torch.tensor(-5.0), pixel_high=torch.tensor(5.0), text_norm=text.norm(dim=1, keepdim=True))
+
+
+@pytest.fixture
+def trajectories(vlbench_cache):
+    return ExpertBuffer.locate("data", "tiny", SPEC).build(2, tiny_model, tiny_pairs(), progress=False)
+
+
+def distiller(trajectories, tmp_path, **overrides) -> tuple[Distiller, Bounds]:
+    pairs = tiny_pairs()
+    images, text = pairs.select(torch.arange(6))
+    config = DistillConfig(**{"iterations": 6, "syn_steps": 3, "max_start_epoch": 1, "batch_syn": 4, "lr_img": 1.0,
+                              "lr_txt": 1.0, "lr_init": 0.5, "checkpoint_every": 2, **overrides})
+    d = Distiller(Student(tiny_model()), trajectories, images, text, config, seed=0, state_path=tmp_path / "state.pt",
+                  weight_decay=5e-4, progress=False)
+    return d, bounds_for(text)
+
+
+def test_unrolled_gradient_matches_finite_differences():
+    student = Student(tiny_model(dtype=torch.float64))
+    g = torch.Generator().manual_seed(1)
+    start = [torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.3 for p in student.model.trainable_parameters().values()]
+    target = [p + 0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64) for p in start]
+    images = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    text = torch.randn(6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    log_lr = torch.tensor([-1.0, -1.5], dtype=torch.float64, requires_grad=True)
+
+    def loss(images, text, log_lr):
+        lrs = {"image": log_lr[0].exp(), "text": log_lr[1].exp()}
+        final = student.unroll(start, images, text, lrs, 4, 4, torch.Generator().manual_seed(2), weight_decay=0.01)
+        return sum(matching_loss(final, start, target, student.sides).values())
+
+    grads = torch.autograd.grad(loss(images, text, log_lr), (images, text, log_lr))
+    eps = 1e-6
+    for k, (x, grad) in enumerate(zip((images, text, log_lr), grads)):
+        direction = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        args_plus = [a.detach() + (eps * direction if i == k else 0) for i, a in enumerate((images, text, log_lr))]
+        args_minus = [a.detach() - (eps * direction if i == k else 0) for i, a in enumerate((images, text, log_lr))]
+        numeric = (loss(*args_plus) - loss(*args_minus)) / (2 * eps)
+        assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-5, abs=1e-9)
+        assert grad.abs().sum() > 0
+
+
+def test_matching_loss_is_zero_at_the_target_and_one_at_the_start():
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    target = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    sides = ["image", "text"]
+    assert all(v.item() == 0 for v in matching_loss(target, start, target, sides).values())
+    assert all(v.item() == pytest.approx(1) for v in matching_loss(start, start, target, sides).values())
+
+
+def test_expert_buffer_resumes_and_extends(vlbench_cache):
+    pairs = tiny_pairs()
+    short = ExpertBuffer.locate("data", "tiny", ExpertSpec(**{**SPEC.__dict__, "epochs": 1})).build(1, tiny_model, pairs, progress=False)
+    buffer = ExpertBuffer.locate("data", "tiny", SPEC)
+    assert buffer.directory == ExpertBuffer.locate("data", "tiny", ExpertSpec(**{**SPEC.__dict__, "epochs": 1})).directory
+    extended = buffer.build(1, tiny_model, pairs, progress=False)
+    assert len(short[0]) == 2 and len(extended[0]) == 4
+    for k in extended[0][1]:
+        assert torch.equal(short[0][1][k], extended[0][1][k])
+    other = ExpertBuffer(vlbench_cache / "other", SPEC).build(1, tiny_model, pairs, progress=False)  # uninterrupted
+    assert all(torch.equal(other[0][3][k], extended[0][3][k]) for k in other[0][3])
+    assert buffer.manifest()["bytes_per_trajectory"] == 4 * buffer.manifest()["bytes_per_checkpoint"]
+    floor = noise_floor(extended[0], tiny_model(), pairs, SPEC, start_epoch=0, expert_epochs=1)
+    assert set(floor) == {"image", "text"} and all(0 < v < 2 for v in floor.values())
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(trajectories, tmp_path, monkeypatch):
+    full, bounds = distiller(trajectories, tmp_path / "full")
+    full.run(bounds)
+
+    calls = {"n": 0}
+    real = inner.matching_loss
+
+    def killed_at_fifth(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(inner, "matching_loss", killed_at_fifth)
+    first, _ = distiller(trajectories, tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        first.run(bounds)
+    monkeypatch.setattr(inner, "matching_loss", real)
+    resumed, _ = distiller(trajectories, tmp_path / "killed")
+    resumed.run(bounds)
+    assert resumed.iteration == full.iteration == 6
+    assert torch.equal(resumed.images, full.images) and torch.equal(resumed.text, full.text)
+    assert torch.equal(resumed.log_lr, full.log_lr)
+
+
+def test_a_nan_loss_is_rolled_back_with_halved_learning_rates(trajectories, tmp_path, monkeypatch, capsys):
+    real = inner.matching_loss
+    calls = {"n": 0}
+
+    def nan_at_third(*args):
+        calls["n"] += 1
+        out = real(*args)
+        return {k: v * math.nan for k, v in out.items()} if calls["n"] == 3 else out
+
+    monkeypatch.setattr(inner, "matching_loss", nan_at_third)
+    d, bounds = distiller(trajectories, tmp_path)
+    lr_before = d.optimizer.param_groups[0]["lr"]
+    d.run(bounds)
+    assert d.iteration == 6 and len(d.history) == 6
+    assert [r["iteration"] for r in d.rollbacks] == [2]
+    assert d.optimizer.param_groups[0]["lr"] == lr_before / 2
+    assert torch.isfinite(d.images).all() and torch.isfinite(d.text).all()
+    captured = capsys.readouterr()
+    assert "rolled back" in captured.out + captured.err
+
+
+def test_persistent_nan_is_an_error_not_a_silent_stop(trajectories, tmp_path, monkeypatch):
+    monkeypatch.setattr(inner, "matching_loss", lambda *a: {"image": torch.tensor(math.nan, requires_grad=True)})
+    d, bounds = distiller(trajectories, tmp_path)
+    with pytest.raises(VLBenchError, match="non-finite"):
+        d.run(bounds)
+
+
+def test_distillation_lowers_the_matching_loss_and_stays_bounded(trajectories, tmp_path):
+    d, bounds = distiller(trajectories, tmp_path, iterations=60, lr_img=3.0, lr_txt=3.0, lr_lr=0.05, checkpoint_every=100)
+    d.run(bounds)
+    first = sum(sum(h.values()) for h in d.history[:10])
+    last = sum(sum(h.values()) for h in d.history[-10:])
+    assert last < 0.8 * first
+    assert torch.allclose(d.text.norm(dim=1, keepdim=True), bounds.text_norm)
+    assert d.images.abs().max() <= 5
+
+
+def test_lora_mode_matches_only_adapters_and_heads_and_tm_matches_the_encoder():
+    from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+    from vlbench_plugins.tm import TrajectoryMatching
+    from vlbench_plugins.tm_lora import LoRATrajectoryMatching
+
+    backbone = TinyViTMiniLM(pretrained=None, depth=1, width=24, heads=2)
+    lora = Student(LoRATrajectoryMatching().variant(backbone).build(0))
+    assert any("lora_" in n for n in lora.names)
+    assert all("lora_" in n or n.split(".")[0] in ("image_head", "text_head") for n in lora.names)
+    full_model = TrajectoryMatching().variant(backbone).build(0)
+    full = Student(full_model)
+    assert not any("lora_" in n for n in full.names)
+    assert any(n.startswith("image_encoder.vit.blocks.0.attn.qkv") for n in full.names)
+    with pytest.raises(VLBenchError, match="LoRA"):
+        LoRATrajectoryMatching().check_model(full_model)
+
+
+def test_show_writes_a_grid_with_nearest_captions(tmp_path):
+    from PIL import Image
+
+    from vlbench.show import nearest_captions, write_grid
+
+    pairs = tiny_pairs()
+    captions = nearest_captions(pairs.text_features[[3, 7]] * 2, pairs)
+    assert captions == ["caption 3", "caption 7"]
+    out = write_grid(pairs.images[:3], ["a", "b", "c"], ((0.5,) * 3, (0.5,) * 3), tmp_path / "grid.png")
+    assert Image.open(out).size[0] == 3 * 144

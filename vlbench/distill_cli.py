@@ -1,0 +1,96 @@
+"""`vlbench experts` (build or extend an expert buffer) and `vlbench show` (a PNG of a condensed set).
+
+cli.py wires them in with `add_distill_commands(subparsers)`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vlbench.api import RunSpec, VLBenchError
+
+
+def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
+    experts = subparsers.add_parser("experts", help="train (or resume) the expert trajectories a trajectory-matching condenser uses")
+    experts.add_argument("--condenser", default="tm-lora", help="tm (all trainable parameters) or tm-lora (default)")
+    experts.add_argument("--dataset", help="data set name (default: synthscenes)")
+    experts.add_argument("--data-root", help="directory holding the data set's images and annotations")
+    experts.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
+    experts.add_argument("--num", type=int, help="number of experts (default: the condenser's num_experts)")
+    experts.add_argument("--epochs", type=int, help="epochs per expert (default: the condenser's train_epochs)")
+    experts.add_argument("--config", help="run YAML whose condenser_options/backbone_options to use (e.g. configs/flickr30k-tm-lora.yaml)")
+    experts.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    experts.add_argument("--noise-floor", action="store_true",
+                         help="also replay expert 0's matched segments with another batch order and print their matching loss")
+    experts.set_defaults(func=cmd_experts)
+
+    show = subparsers.add_parser("show", help="write a PNG grid of a condensed set's images with the nearest real captions")
+    show.add_argument("path", help="condensed-set directory (holds manifest.json and tensors.safetensors)")
+    show.add_argument("--output", help="PNG to write (default: PATH/grid.png)")
+    show.add_argument("--dataset", default="synthscenes", help="data set whose training captions to search")
+    show.add_argument("--data-root", help="directory holding the data set's images and annotations")
+    show.add_argument("--backbone", default="tinyvit-minilm", help="backbone the set was condensed for")
+    show.add_argument("--max-images", type=int, default=100, help="show at most this many pairs")
+    show.set_defaults(func=cmd_show)
+
+
+def _run_for(args: argparse.Namespace):
+    from vlbench.cli import load_config
+    from vlbench.runner import Run
+
+    config = load_config(args.config)
+    spec = RunSpec(condenser=args.condenser if args.condenser else config.get("condenser", "tm-lora"), budget=1,
+                   dataset=args.dataset or config.get("dataset", "synthscenes"),
+                   backbone=args.backbone or config.get("backbone", "tinyvit-minilm"),
+                   data_root=args.data_root or config.get("data_root"), device=args.device,
+                   condenser_options=config.get("condenser_options", {}), backbone_options=config.get("backbone_options", {}))
+    return Run(spec)
+
+
+def cmd_experts(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from vlbench.api import CondenseContext, cache_dir
+    from vlbench.tm import ExpertBuffer, noise_floor
+
+    run = _run_for(args)
+    condenser = run.condenser
+    if not hasattr(condenser, "experts"):
+        raise VLBenchError(f"condenser {run.spec.condenser!r} uses no expert trajectories (try tm or tm-lora)")
+    overrides = {k: v for k, v in (("num_experts", args.num), ("train_epochs", args.epochs)) if v is not None}
+    condenser.config = dataclasses.replace(condenser.config, **overrides)
+    dataset = run.load_dataset()
+    train_pairs, _ = run.load_pairs(dataset)
+    ctx = CondenseContext(dataset=dataset, train=train_pairs, backbone=run.backbone, budget=1, seed=0, device=run.device,
+                          protocol=run.spec.protocol, work_dir=cache_dir() / "work", progress=True)
+    backbone, trajectories = condenser.experts(ctx)
+    buffer = ExpertBuffer.locate(dataset.fingerprint, backbone.id, condenser.expert_spec(ctx))
+    m = buffer.manifest()
+    print(f"{len(trajectories)} experts x {condenser.config.train_epochs} epochs in {buffer.directory}: "
+          f"{m['numel']} parameters, {m['bytes_per_trajectory'] / 2**20:.2f} MiB per trajectory")
+    if args.noise_floor:
+        c = condenser.config
+        for start in range(c.max_start_epoch + 1):
+            floor = noise_floor(trajectories[0], backbone.build(0, run.device), train_pairs, buffer.spec, start,
+                                c.expert_epochs, run.device)
+            print(f"noise floor, epoch {start} -> {start + c.expert_epochs}: "
+                  + ", ".join(f"{side} {v:.3f}" for side, v in floor.items()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from vlbench.api import CondensedSet
+    from vlbench.show import nearest_captions, write_grid
+
+    condensed = CondensedSet.load(Path(args.path))
+    run = _run_for(argparse.Namespace(condenser="random", dataset=args.dataset, backbone=args.backbone,
+                                      data_root=args.data_root, device="cpu", config=None))
+    train_pairs, _ = run.load_pairs(run.load_dataset())
+    n = min(args.max_images, len(condensed))
+    captions = nearest_captions(condensed.text_features[:n], train_pairs)
+    output = Path(args.output) if args.output else Path(args.path) / "grid.png"
+    write_grid(condensed.images[:n], captions, run.backbone.normalization, output)
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,10 @@
+"""Trajectory matching: expert buffers, the unrolled inner loop and the outer distillation loop.
+
+Reusable by any trajectory-matching method (the `tm` and `tm-lora` plugins are thin wrappers).
+"""
+from vlbench.tm.distiller import Bounds, DistillConfig, Distiller
+from vlbench.tm.experts import ExpertBuffer, ExpertSpec, Trajectory, derived_seed, noise_floor
+from vlbench.tm.inner import Student, matching_loss
+
+__all__ = ["Bounds", "DistillConfig", "Distiller", "ExpertBuffer", "ExpertSpec", "Student", "Trajectory",
+           "derived_seed", "matching_loss", "noise_floor"]

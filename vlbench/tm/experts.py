@@ -1,0 +1,146 @@
+"""Expert trajectories: the shared trainer's parameters after every epoch, cached and resumable."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
+from vlbench.storage import atomic_write_json
+from vlbench.train import TrainData, train
+
+Trajectory = list[dict[str, Tensor]]  # trainable parameters after epochs 0, 1, ..., E
+
+
+def derived_seed(*parts) -> int:
+    """A seed from a tuple (no clock): every random draw of an epoch or iteration is replayable."""
+    return int(stable_hash(list(parts), 12), 16) % 2**62
+
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """How experts are trained: the shared trainer with these SGD settings, one call per epoch."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    seed: int = 0
+
+    def protocol(self, steps: int) -> TrainProtocol:
+        return TrainProtocol(steps=steps, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                             weight_decay=self.weight_decay)
+
+
+class ExpertBuffer:
+    """Expert trajectories on disk: `expert_<i>.safetensors` (keys `<epoch>/<param>`) + manifest.json.
+
+    The directory is keyed by data set, backbone (and its variant) and the expert spec minus the
+    number of epochs, so asking for more experts or epochs extends a buffer instead of retraining.
+    Each finished epoch is written atomically: a killed build resumes at the next epoch.
+    """
+
+    def __init__(self, directory: Path, spec: ExpertSpec):
+        self.directory, self.spec = Path(directory), spec
+
+    @classmethod
+    def locate(cls, dataset_fingerprint: str, backbone_id: str, spec: ExpertSpec) -> "ExpertBuffer":
+        key = stable_hash([dataset_fingerprint, backbone_id, {**dataclasses.asdict(spec), "epochs": None}])
+        return cls(cache_dir() / "experts" / f"{backbone_id}-{key}", spec)
+
+    def path(self, i: int) -> Path:
+        return self.directory / f"expert_{i}.safetensors"
+
+    def trajectory(self, i: int) -> Trajectory:
+        from safetensors.torch import load_file
+
+        if not self.path(i).exists():
+            return []
+        flat = load_file(str(self.path(i)))
+        epochs = sorted({int(k.split("/", 1)[0]) for k in flat})
+        return [{k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{e}/")} for e in epochs]
+
+    def _save(self, i: int, trajectory: Trajectory) -> None:
+        from safetensors.torch import save_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(i).with_suffix(".tmp")
+        save_file({f"{e}/{k}": v.contiguous() for e, ckpt in enumerate(trajectory) for k, v in ckpt.items()}, str(tmp))
+        tmp.replace(self.path(i))
+
+    def complete(self, num: int) -> bool:
+        return all(len(self.trajectory(i)) > self.spec.epochs for i in range(num))
+
+    def build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs,
+              device: torch.device | str = "cpu", progress: bool = True) -> list[Trajectory]:
+        """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories."""
+        data = TrainData.from_pairs(train_pairs)
+        steps = -(-len(data) // min(self.spec.batch_size, len(data)))
+        trajectories = [self.trajectory(i) for i in range(num)]
+        missing = sum(max(0, self.spec.epochs + 1 - len(t)) for t in trajectories)
+        bar = tqdm(total=missing, desc=f"expert buffer ({num} x {self.spec.epochs} epochs)", unit="epoch",
+                   disable=not progress or missing == 0)
+        for i, trajectory in enumerate(trajectories):
+            if len(trajectory) > self.spec.epochs:
+                continue
+            model = make_model(derived_seed("expert", self.spec.seed, i))
+            if trajectory:  # resume: the latest finished epoch
+                model.load_state_dict(trajectory[-1], strict=False)
+            else:
+                trajectory.append(_snapshot(model))
+                bar.update()
+            while len(trajectory) <= self.spec.epochs:
+                # One trainer call per epoch, seeded by (expert, epoch), so that resuming replays the
+                # same batches; SGD momentum (0 by default) restarts at each epoch boundary.
+                epoch = len(trajectory)
+                train(model, data, self.spec.protocol(steps), derived_seed("expert", self.spec.seed, i, epoch), device=device)
+                trajectory.append(_snapshot(model))
+                self._save(i, trajectory)
+                bar.update()
+            self._write_manifest(num, trajectory)
+        bar.close()
+        return [t[: self.spec.epochs + 1] for t in trajectories]
+
+    def _write_manifest(self, num: int, trajectory: Trajectory) -> None:
+        checkpoint_bytes = sum(v.numel() * v.element_size() for v in trajectory[0].values())
+        atomic_write_json(self.directory / "manifest.json", {
+            "spec": dataclasses.asdict(self.spec), "experts": num, "parameters": sorted(trajectory[0]),
+            "numel": sum(v.numel() for v in trajectory[0].values()), "bytes_per_checkpoint": checkpoint_bytes,
+            "bytes_per_trajectory": checkpoint_bytes * (self.spec.epochs + 1),
+        })
+
+    def manifest(self) -> dict:
+        return json.loads((self.directory / "manifest.json").read_text())
+
+
+def _snapshot(model: VLModel) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.trainable_parameters().items()}
+
+
+def noise_floor(trajectory: Trajectory, model: VLModel, train_pairs: Pairs, spec: ExpertSpec, start_epoch: int,
+                expert_epochs: int, device: torch.device | str = "cpu") -> dict[str, float]:
+    """The matching loss of a replay: the expert's segment rerun from the same start with another batch order.
+
+    A distilled student cannot be asked to match a target more closely than SGD noise does, so
+    a target is only informative when this is well below 1.
+    """
+    from vlbench.tm.inner import matching_loss
+
+    data = TrainData.from_pairs(train_pairs)
+    steps = -(-len(data) // min(spec.batch_size, len(data)))
+    model.load_state_dict(trajectory[start_epoch], strict=False)
+    for epoch in range(expert_epochs):
+        train(model, data, spec.protocol(steps), derived_seed("replay", spec.seed, start_epoch, epoch), device=device)
+    names = list(trajectory[0])
+    replay = _snapshot(model)
+    losses = matching_loss([replay[n] for n in names], [trajectory[start_epoch][n] for n in names],
+                           [trajectory[start_epoch + expert_epochs][n] for n in names], [model.side_of(n) for n in names])
+    return {side: v.item() for side, v in losses.items()}

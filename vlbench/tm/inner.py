@@ -1,0 +1,60 @@
+"""The unrolled inner loop and the normalised matching loss."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from vlbench.api import SIDES, VLBenchError, VLModel
+from vlbench.train import batches, clip_loss
+
+
+def matching_loss(student: list[Tensor], start: list[Tensor], target: list[Tensor], sides: list[str]) -> dict[str, Tensor]:
+    """Per side: ||student - target||^2 / ||start - target||^2 (the normalised MTT loss)."""
+    out = {}
+    for side in SIDES:
+        idx = [i for i, s in enumerate(sides) if s == side]
+        if idx:
+            num = sum(((student[i] - target[i]) ** 2).sum() for i in idx)
+            den = sum(((start[i] - target[i]) ** 2).sum() for i in idx)
+            out[side] = num / den.clamp_min(1e-12)
+    return out
+
+
+class Student:
+    """A model whose trainable parameters are a flat list of tensors, trained functionally.
+
+    `unroll` keeps the graph of every inner SGD step, so the matching loss differentiates back to
+    the synthetic pixels, text embeddings and learning rates.
+    """
+
+    def __init__(self, model: VLModel):
+        self.model = model
+        trainable = model.trainable_parameters()
+        self.names = list(trainable)
+        self.sides = [model.side_of(n) for n in self.names]
+        self.frozen = {n: t.detach() for n, t in [*model.named_parameters(), *model.named_buffers()] if n not in trainable}
+
+    def params_of(self, checkpoint: dict[str, Tensor], device: torch.device) -> list[Tensor]:
+        missing = set(self.names) - checkpoint.keys()
+        if missing:
+            raise VLBenchError(f"expert checkpoint lacks {len(missing)} trainable parameter(s), e.g. {sorted(missing)[0]}; "
+                               "the buffer was built for another model variant")
+        return [checkpoint[n].to(device) for n in self.names]
+
+    def loss(self, params: list[Tensor], pixels: Tensor, text: Tensor) -> Tensor:
+        image_emb, text_emb = functional_call(self.model, {**self.frozen, **dict(zip(self.names, params))}, (pixels, text))
+        return clip_loss(image_emb, text_emb, self.model.temperature)
+
+    def unroll(self, start: list[Tensor], images: Tensor, text: Tensor, lrs: dict[str, Tensor], steps: int,
+               batch_size: int, generator: torch.Generator, weight_decay: float = 0.0) -> list[Tensor]:
+        """`steps` plain-SGD steps (the learned-lr evaluation uses the same: momentum 0, this weight decay)."""
+        params = [p.detach().requires_grad_(True) for p in start]
+        lr = [lrs[s] for s in self.sides]
+        with sdpa_kernel(SDPBackend.MATH):  # fused CPU attention has no double backward
+            for _, idx in zip(range(steps), batches(len(images), batch_size, generator)):
+                idx = idx.to(images.device)
+                grads = torch.autograd.grad(self.loss(params, images[idx], text[idx]), params, create_graph=True)
+                params = [p - l * (g + weight_decay * p) for p, l, g in zip(params, lr, grads)]
+        return params
