@@ -201,6 +201,8 @@ class Pairs:
     """The (image, caption) pairs of one split, ready for a model.
 
     `images` holds normalised image tensors (test transform), one per image; pairs point into it.
+    For photo collections it is a `vlbench.data.bank.ImageBank` (uint8 storage): indexing, len,
+    shape, split(n), nbytes and clone() behave as on the tensor.
     """
 
     images: Tensor  # (num_images, 3, H, W) float32, normalised
@@ -222,7 +224,7 @@ class TrainProtocol:
 
     steps: int = 300
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     #: When a condensed set carries learned learning rates, train with them (and this momentum).
