@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from vlbench.api import RunSpec, TrainProtocol, VLBenchError
+from vlbench.data_cli import add_data_commands
 from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.sweep_cli import add_sweep_commands
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", choices=FORMATS, default="md",
                        help="markdown tables, CSV or JSON rows, or an HTML page with plots (default: md)")
     board.set_defaults(func=cmd_leaderboard)
+    add_data_commands(sub)
     add_distill_commands(sub)
     add_sweep_commands(sub)
     return parser

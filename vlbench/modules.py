@@ -30,12 +30,17 @@ class DualEncoder(VLModel):
 
     `image_encoder(pixels)` must return (B, image_dim) features. Trainable parameters are those
     with requires_grad (a LoRA backbone freezes its base weights before handing the encoder in).
+    `image_head=False` makes the image features the joint space and projects only the text (the
+    paper's official model; embed_dim must then equal image_dim).
     """
 
-    def __init__(self, image_encoder: nn.Module, image_dim: int, text_dim: int, embed_dim: int, dropout: float = 0.0):
+    def __init__(self, image_encoder: nn.Module, image_dim: int, text_dim: int, embed_dim: int, dropout: float = 0.0,
+                 image_head: bool = True):
         super().__init__()
+        if not image_head and embed_dim != image_dim:
+            raise ValueError(f"without an image head the joint space is the {image_dim}-d image features, not {embed_dim}-d")
         self.image_encoder = image_encoder
-        self.image_head = ProjectionHead(image_dim, embed_dim, dropout)
+        self.image_head = ProjectionHead(image_dim, embed_dim, dropout) if image_head else nn.Identity()
         self.text_head = ProjectionHead(text_dim, embed_dim, dropout)
 
     def encode_image(self, pixels: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from vlbench.api import Backbone, ImageTextDataset, Pairs, cache_dir
+from vlbench.data.bank import image_bank
 from vlbench.data.images import load_images
 
 
@@ -29,5 +30,8 @@ def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, pro
 def load_pairs(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> Pairs:
     data = dataset.split(split)
     mean, std = backbone.normalization
-    images = load_images(data.image_paths, backbone.image_size, mean, std, progress=progress)
+    if dataset.image_size is None:  # photos: a cached uint8 bank (Flickr30K would be 17 GB as float32)
+        images = image_bank(dataset, split, backbone.image_size, mean, std, progress)
+    else:
+        images = load_images(data.image_paths, backbone.image_size, mean, std, progress=progress)
     return Pairs(images, data.pair_image, text_features(dataset, split, backbone, progress), data.pair_captions)

@@ -20,6 +20,7 @@ from vlbench.api import (
     Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, RunSpec, VLBenchError, VLModel,
     cache_dir, stable_hash,
 )
+from vlbench.data.transforms import train_augment
 from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
@@ -92,6 +93,7 @@ class Run:
         self.condenser = self.condenser_cls(**spec.condenser_options)
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
         self.source = self.plugins.get("dataset", spec.dataset)()
+        self.augment = train_augment(self.source.flip_safe)
         self.stages: dict[str, dict[str, Any]] = {}
 
     @functools.cached_property
@@ -200,7 +202,8 @@ class Run:
 
     def _train(self, model: VLModel, data: TrainData, seed: int, lrs: dict[str, float] | None, label: str) -> None:
         with tqdm(total=self.spec.protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
-            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, device=self.device, progress=bar.update)
+            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, device=self.device, augment=self.augment,
+                  progress=bar.update)
 
     def execute(self) -> dict[str, Any]:
         spec = self.spec

@@ -6,6 +6,7 @@ the drift this prevents).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +58,13 @@ class TrainData:
         return len(self.pair_image)
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA GPUs that support it (no loss scaling needed); full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def batches(num_pairs: int, batch_size: int, generator: torch.Generator):
     """Endless epoch-wise shuffled batches of pair indices (the last short batch is kept)."""
     while True:
@@ -79,7 +87,8 @@ def train(
 ) -> VLModel:
     """Train `model` in place for `steps` (default: protocol.steps) SGD steps.
 
-    Batch order and augmentation draw from a generator seeded with `seed` alone.
+    Batch order and augmentation draw from a generator seeded with `seed` alone; `augment(pixels,
+    generator)` gets each batch already on `device`. On CUDA the forward runs under bf16 autocast.
     `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
     """
     device = torch.device(device)
@@ -90,11 +99,12 @@ def train(
     batch_size = min(protocol.batch_size, len(data))
     steps_per_epoch = -(-len(data) // batch_size)
     for step, idx in zip(range(total), batches(len(data), batch_size, generator)):
-        pixels = data.images[data.pair_image[idx]]
+        pixels = data.images[data.pair_image[idx]].to(device)
         if augment is not None:
             pixels = augment(pixels, generator)
-        image_emb, text_emb = model(pixels.to(device), data.text_features[idx].to(device))
-        loss = clip_loss(image_emb, text_emb, model.temperature)
+        with autocast(device):
+            image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
+        loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)

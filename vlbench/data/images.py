@@ -18,22 +18,26 @@ PROGRESS_MIN_IMAGES = 2000  # smaller sets load in a moment: no bar
 _CHUNK = 256
 
 
-def _read(path: Path, size: int) -> np.ndarray:
+def read_rgb(path: Path) -> Image.Image:
+    """A fully decoded RGB image; a missing, truncated or corrupt file raises an error naming it."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")  # forces the full decode, so truncated files fail here
+            return im.convert("RGB")  # forces the full decode, so truncated files fail here
     except (OSError, ValueError) as e:
         raise VLBenchError(f"cannot read image {path} ({e}): replace or re-download it") from None
+
+
+def _read(path: Path, size: int) -> np.ndarray:
+    im = read_rgb(path)
     if im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(im)
 
 
-def load_images(
-    paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float], progress: bool = True
-) -> Tensor:
-    """Decode, resize to size x size (bicubic) and normalise: float32 (N, 3, size, size)."""
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+def decode_images(paths: Sequence[Path], size: int, out: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+    """Decode and resize to size x size (bicubic) into `out`: uint8 (N, size, size, 3), allocated if None."""
+    if out is None:
+        out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
 
     def fill(start: int) -> int:
         stop = min(start + _CHUNK, len(paths))
@@ -48,7 +52,20 @@ def load_images(
     with bar, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for n in pool.map(fill, range(0, len(paths), _CHUNK)):
             bar.update(n)
-    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float().div_(255)
+    return out
+
+
+def load_images(
+    paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float], progress: bool = True
+) -> Tensor:
+    """Decode, resize to size x size (bicubic) and normalise: float32 (N, 3, size, size)."""
+    out = decode_images(paths, size, progress=progress)
+    return normalize(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), mean, std)
+
+
+def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 (..., 3, H, W) pixels -> float32 normalised images."""
+    images = pixels.float().div_(255)
     return images.sub_(_channels(mean, images)).div_(_channels(std, images))
 
 

@@ -40,11 +40,13 @@ class Entry:
 
 
 def build_dataset(
-    name: str, entries: Iterable[Entry], image_dir: Path, annotation_files: Sequence[Path], root: Path | None = None
+    name: str, entries: Iterable[Entry], image_dir: Path, annotation_files: Sequence[Path], root: Path | None = None,
+    require_images: bool = True,
 ) -> ImageTextDataset:
     """Group entries into splits (in order), clean captions, check every image exists, fingerprint.
 
     The fingerprint hashes the annotation files' bytes and the sorted relative image list.
+    `require_images=False` skips the existence check (for `vlbench data check`, which lists them all).
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -54,7 +56,7 @@ def build_dataset(
     missing: list[Path] = []
     for entry in entries:
         path = image_dir / entry.image
-        if not path.is_file():
+        if require_images and not path.is_file():
             missing.append(path)
         cleaned = [c for c in map(clean_caption, entry.captions) if c]
         if not cleaned:

@@ -1,0 +1,118 @@
+"""`clip`: an open_clip model; LoRA adapters on its image tower, its text tower frozen.
+
+The image tower's output embedding is the joint space. Its weights stay frozen and peft LoRA
+adapters on the attention (`attn`, an nn.MultiheadAttention: in_proj and out_proj) and MLP
+(`c_fc`, `c_proj`) layers are its only trainable parameters (`lora_rank: 0` fine-tunes the
+whole tower instead). The frozen text tower's output embedding is the text feature, and a
+projection head maps it into the joint space. Towers built on timm (open_clip's `timm_model_name`
+configs) name their layers `qkv`, `attn.proj`, `fc1`, `fc2`: set `lora_targets` to match.
+
+peft runs an adapted nn.MultiheadAttention by adding the adapter into the frozen in_proj weight
+for each forward and subtracting it afterwards, so that weight moves by float rounding (about
+1e-8 over 50 steps): harmless, but not bit-for-bit frozen.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import peft
+import torch
+
+from vlbench import hookimpl
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
+from vlbench.modules import DualEncoder
+from vlbench.text_encoders import OpenCLIPTextEncoder, weights_id
+
+DEFAULTS: dict[str, Any] = {
+    "model": "ViT-B-32",  # an open_clip model name, hf-hub:ORG/REPO or local-dir:PATH
+    "pretrained": "openai",  # a tag (open_clip.list_pretrained()), a checkpoint path, or null: random weights
+    "lora_rank": 4,
+    "lora_alpha": 8,
+    "lora_targets": ["attn", "c_fc", "c_proj"],
+    "dropout": 0.0,
+}
+
+
+class CLIPLoRA(Backbone):
+    name = "clip"
+
+    def __init__(self, **config: Any):
+        unknown = set(config) - set(DEFAULTS)
+        if unknown:
+            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
+        super().__init__(**config)
+        self.options = {**DEFAULTS, **config}
+        self._clip: torch.nn.Module | None = None  # both towers; every build starts from its image tower
+        self._text_encoder: TextEncoder | None = None
+
+    def prepare(self, progress: bool = True) -> None:
+        if self._clip is not None:
+            return
+        import open_clip
+
+        name, pretrained = self.options["model"], self.options["pretrained"]
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # random weights (pretrained: null) are the same in every process
+                self._clip = open_clip.create_model(name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(name)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise VLBenchError(
+                f"cannot create open_clip model {name!r} with pretrained={pretrained!r} ({str(e).splitlines()[0]}): "
+                "run once online to cache the weights, pass a local checkpoint path, or null for random weights"
+            ) from None
+        self._text_encoder = OpenCLIPTextEncoder(self._clip, tokenizer, self.embed_dim,
+                                                 weights_id("open_clip", name, pretrained))
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        self.prepare()
+        return self._text_encoder
+
+    @property
+    def embed_dim(self) -> int:
+        self.prepare()
+        return self._clip.visual.output_dim
+
+    @property
+    def image_size(self) -> int:
+        self.prepare()
+        height, width = self._clip.visual.preprocess_cfg["size"]
+        if height != width:
+            raise VLBenchError(f"open_clip model {self.options['model']!r} takes {height}x{width} images; vlbench needs square ones")
+        return height
+
+    @property
+    def normalization(self):
+        self.prepare()
+        cfg = self._clip.visual.preprocess_cfg
+        return tuple(cfg["mean"]), tuple(cfg["std"])
+
+    def lora_config(self) -> peft.LoraConfig | None:
+        o = self.options
+        if o["lora_rank"] <= 0:
+            return None
+        return peft.LoraConfig(r=o["lora_rank"], lora_alpha=o["lora_alpha"], target_modules=o["lora_targets"],
+                               lora_dropout=0.0)
+
+    def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
+        self.prepare()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            visual = copy.deepcopy(self._clip.visual)
+            config = self.lora_config()
+            if config is not None:
+                try:
+                    visual = peft.inject_adapter_in_model(config, visual)  # freezes every non-adapter weight
+                except ValueError as e:
+                    raise VLBenchError(f"lora_targets {config.target_modules} do not fit the image tower of "
+                                       f"{self.options['model']!r}: {str(e).splitlines()[0]}") from None
+            dim = self.embed_dim
+            model = DualEncoder(visual, dim, dim, dim, self.options["dropout"], image_head=False)
+        return model.to(device)
+
+
+@hookimpl
+def register_backbones(register):
+    register(CLIPLoRA)

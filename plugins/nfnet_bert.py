@@ -1,0 +1,100 @@
+"""`nfnet-bert`, the paper's backbone: timm nfnet_l0 (trainable) + frozen bert-base-uncased (CLS token).
+
+As in the official code (princetonvisualai/multimodal_dataset_distillation, networks.py,
+CLIPModel_full with its default `use_image_project = False`), the image encoder's pooled features
+(nfnet_l0: 2304-d) are the joint space, and one projection head (Linear-GELU-Linear-Dropout 0.1 +
+residual + LayerNorm) maps BERT's 768-d CLS embedding into it. Images are normalised with the
+image encoder's own statistics (ImageNet's for nfnet_l0), not the CLIP statistics the official
+code applies to NFNet.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlbench import hookimpl
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
+from vlbench.modules import DualEncoder
+from vlbench.text_encoders import BertCLSEncoder
+
+DEFAULTS: dict[str, Any] = {
+    "image_model": "nfnet_l0",  # a timm model name
+    # "imagenet": timm's pretrained weights (from its cache, downloaded when online); a checkpoint
+    # file path; or null: random weights (drawn once, seed 0, so every build starts alike).
+    "pretrained": "imagenet",
+    "image_size": 224,
+    "text_model": "bert-base-uncased",  # a Hugging Face hub name or a local directory
+    "dropout": 0.1,  # the official head's
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class NFNetBERT(Backbone):
+    name = "nfnet-bert"
+
+    def __init__(self, **config: Any):
+        unknown = set(config) - set(DEFAULTS)
+        if unknown:
+            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
+        super().__init__(**config)
+        self.options = {**DEFAULTS, **config}
+        self._text_encoder: TextEncoder | None = None
+        self._template: nn.Module | None = None  # the image encoder every build starts from
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = BertCLSEncoder(self.options["text_model"])
+        return self._text_encoder
+
+    @property
+    def image_size(self) -> int:
+        return self.options["image_size"]
+
+    @property
+    def normalization(self):
+        import timm
+
+        cfg = timm.get_pretrained_cfg(self.options["image_model"])
+        return (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_MEAN, IMAGENET_STD)
+
+    def prepare(self, progress: bool = True) -> None:
+        if self._template is not None:
+            return
+        import timm
+
+        name, pretrained = self.options["image_model"], self.options["pretrained"]
+        kwargs: dict[str, Any] = {"pretrained": pretrained is not None, "num_classes": 0}  # pooled features
+        if pretrained not in (None, "imagenet"):
+            path = Path(pretrained).expanduser()
+            if not path.is_file():
+                raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file, `imagenet` or null")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._template = timm.create_model(name, **kwargs)
+        except (OSError, RuntimeError, ValueError) as e:
+            source = "timm's cache or the Hugging Face hub" if pretrained == "imagenet" else pretrained
+            raise VLBenchError(
+                f"cannot create {name} with weights from {source} ({str(e).splitlines()[0]}): run once online to cache "
+                "them, set `pretrained` to a local checkpoint file, or to null to start from random weights"
+            ) from None
+
+    def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
+        self.prepare()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = copy.deepcopy(self._template)
+            dim = encoder.num_features
+            model = DualEncoder(encoder, dim, self.text_encoder.dim, dim, self.options["dropout"], image_head=False)
+        return model.to(device)
+
+
+@hookimpl
+def register_backbones(register):
+    register(NFNetBERT)

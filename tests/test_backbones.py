@@ -1,0 +1,178 @@
+"""The paper's backbones on small configs with random weights: nfnet-bert and clip (LoRA)."""
+import copy
+
+import open_clip
+import peft
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import AutoModel, AutoTokenizer
+
+from tiny_models import write_tiny_bert, write_tiny_clip
+from vlbench.api import Pairs, TrainProtocol, VLBenchError
+from vlbench.text_encoders import BertCLSEncoder
+from vlbench.train import TrainData, clip_loss, evaluate, train
+from vlbench_plugins.clip_lora import CLIPLoRA
+from vlbench_plugins.nfnet_bert import NFNetBERT
+
+CAPTIONS = ["a red dog on the tree", "two small cats", "a blue car", "the green tree with a cat",
+            "a photo of a big dog", "red car in the photo", "a cat", "two blue dogs on a car"]
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return write_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return f"local-dir:{write_tiny_clip(tmp_path_factory.mktemp('clip'))}"
+
+
+@pytest.fixture(scope="module")
+def nfnet(tiny_bert):
+    return NFNetBERT(image_size=32, pretrained=None, text_model=str(tiny_bert))
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip):
+    return CLIPLoRA(model=tiny_clip, pretrained=None)
+
+
+def toy_pairs(backbone, n_images=4):
+    captions = CAPTIONS[: 2 * n_images]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(n_images, 3, backbone.image_size, backbone.image_size, generator=g)
+    text = backbone.text_encoder.encode(captions, progress=False)
+    return Pairs(images, torch.arange(n_images).repeat_interleave(2), text, captions)
+
+
+@pytest.mark.parametrize("name", ["nfnet", "clip"])
+def test_one_training_step_then_evaluation(name, request):
+    backbone = request.getfixturevalue(name)
+    pairs = toy_pairs(backbone)
+    model = backbone.build(0)
+    trainable = model.trainable_parameters()
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    train(model, TrainData.from_pairs(pairs), TrainProtocol(steps=1, batch_size=8, lr=0.1, weight_decay=0), seed=0)
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed <= set(trainable)  # frozen weights stay put
+    assert any(n.startswith("image_") for n in changed) and any(n.startswith("text_head.") for n in changed)
+    metrics = evaluate(model, pairs)
+    assert {"tr@1", "ir@1", "mean"} <= set(metrics) and all(0 <= v <= 100 for v in metrics.values())
+
+
+def test_nfnet_bert_is_the_official_model(nfnet, tiny_bert):
+    model = nfnet.build(0)
+    sides = model.trainable_by_side()
+    encoder_params = {f"image_encoder.{n}" for n, _ in model.image_encoder.named_parameters()}
+    assert set(sides["image"]) == encoder_params  # the whole nfnet_l0 trains; no image head
+    assert set(sides["text"]) == {n for n, _ in model.named_parameters() if n.startswith("text_head.")}
+    assert model.lora_parameter_names() == set()
+    text = nfnet.text_encoder.encode(CAPTIONS[:2], progress=False)
+    assert text.shape == (2, 16)  # the tiny BERT's hidden size
+    assert model.encode_text(text).shape == (2, 2304)  # nfnet_l0's pooled features are the joint space
+    assert model.text_head.dropout.p == 0.1
+    assert nfnet.normalization == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's, not CLIP's
+
+
+def test_bert_encoder_takes_the_cls_token(tiny_bert):
+    encoder = BertCLSEncoder(str(tiny_bert))
+    tokenizer, bert = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert)
+    expected = bert(**tokenizer(CAPTIONS[:1], return_tensors="pt")).last_hidden_state[0, 0]
+    features = encoder.encode(CAPTIONS, batch_size=3, progress=False)  # padded batches
+    assert features.shape == (len(CAPTIONS), 16) and encoder.dim == 16
+    assert torch.allclose(features[0], expected, atol=1e-5)
+    assert BertCLSEncoder(str(tiny_bert)).id == encoder.id
+
+
+def test_bert_encoder_id_follows_the_weights(tmp_path):
+    first = BertCLSEncoder(str(write_tiny_bert(tmp_path, seed=0))).id
+    assert BertCLSEncoder(str(write_tiny_bert(tmp_path, seed=1))).id != first  # cached features must not be reused
+
+
+def test_clip_trains_only_lora_on_the_image_side(clip, tiny_clip):
+    model = clip.build(0)
+    image = model.trainable_by_side()["image"]
+    assert image and set(image) == model.lora_parameter_names()
+    fresh = open_clip.create_model(tiny_clip, pretrained=None).visual
+    trainable, _ = peft.get_peft_model(fresh, clip.lora_config()).get_nb_trainable_parameters()
+    assert sum(p.numel() for p in image.values()) == trainable
+    for block in range(2):  # attention (in_proj, out_proj) and both MLP layers of every block
+        prefix = f"image_encoder.transformer.resblocks.{block}."
+        for layer in ("attn.", "attn.base_layer.out_proj.", "mlp.c_fc.", "mlp.c_proj."):
+            assert f"{prefix}{layer}lora_A.default.weight" in image
+    assert set(model.trainable_by_side()["text"]) == {n for n, _ in model.named_parameters() if n.startswith("text_head.")}
+    assert clip.normalization[0] == CLIP_MEAN and clip.image_size == 32
+
+
+def test_clip_text_feature_is_the_frozen_text_tower_output(clip, tiny_clip):
+    reference = open_clip.create_model(tiny_clip, pretrained=None)
+    reference.load_state_dict(clip._clip.state_dict())
+    tokens = open_clip.get_tokenizer(tiny_clip)(CAPTIONS[:3])
+    with torch.no_grad():
+        expected = reference.encode_text(tokens)
+    assert torch.allclose(clip.text_encoder.encode(CAPTIONS[:3], progress=False), expected, atol=1e-5)
+    assert clip.text_encoder.id == CLIPLoRA(model=tiny_clip, pretrained=None).text_encoder.id
+
+
+def test_clip_options(tiny_clip):
+    full = CLIPLoRA(model=tiny_clip, pretrained=None, lora_rank=0).build(0)
+    assert full.lora_parameter_names() == set()
+    assert set(full.trainable_by_side()["image"]) == {f"image_encoder.{n}" for n, _ in full.image_encoder.named_parameters()}
+    with pytest.raises(VLBenchError, match="lora_targets.*do not fit"):
+        CLIPLoRA(model=tiny_clip, pretrained=None, lora_targets=["qkv"]).build(0)
+    with pytest.raises(VLBenchError, match="no option.*rank"):
+        CLIPLoRA(rank=4)
+
+
+@pytest.mark.parametrize("name", ["nfnet", "clip"])
+def test_functional_forward_unrolls_training(name, request):
+    """What trajectory matching does: SGD steps on named tensors, then gradients to the data."""
+    backbone = request.getfixturevalue(name)
+    model = backbone.build(0).eval()
+    pairs = toy_pairs(backbone)
+    state = copy.deepcopy(model.state_dict())
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.trainable_parameters().items()}
+    pixels = pairs.images.clone().requires_grad_()
+    text = pairs.text_features[::2].clone().requires_grad_()
+    with torch.no_grad():
+        assert torch.allclose(functional_call(model, params, (pixels, text))[0], model(pixels, text)[0], atol=1e-5)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
+        for _ in range(2):
+            loss = clip_loss(*functional_call(model, params, (pixels, text)), model.temperature)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {n: w - 0.1 * g for (n, w), g in zip(params.items(), grads)}
+        target = sum((w**2).sum() for w in params.values())
+        grad_pixels, grad_text = torch.autograd.grad(target, [pixels, text])
+    assert grad_pixels.abs().sum() > 0 and grad_text.abs().sum() > 0
+    assert all(torch.allclose(v, state[k], atol=1e-6) for k, v in model.state_dict().items())  # module state untouched
+
+
+def test_nfnet_loads_a_local_checkpoint(tmp_path, tiny_bert):
+    torch.manual_seed(1)
+    reference = timm.create_model("nfnet_l0", num_classes=1000).state_dict()  # with its classifier, as published
+    save_file(reference, str(tmp_path / "nfnet_l0.safetensors"))
+    backbone = NFNetBERT(image_size=32, pretrained=str(tmp_path / "nfnet_l0.safetensors"), text_model=str(tiny_bert))
+    loaded = backbone.build(0).image_encoder.state_dict()
+    assert loaded and all(torch.equal(v, reference[k]) for k, v in loaded.items())
+
+
+def test_nfnet_weight_errors_say_what_to_do(tmp_path, tiny_bert, monkeypatch):
+    with pytest.raises(VLBenchError, match="not found"):
+        NFNetBERT(pretrained=str(tmp_path / "missing.pth")).prepare()
+
+    def offline(*args, **kwargs):
+        raise OSError("An error happened while trying to locate the file on the Hub")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(VLBenchError, match="cannot create nfnet_l0 .*null to start from random weights") as e:
+        NFNetBERT(text_model=str(tiny_bert)).build(0)
+    assert "\n" not in str(e.value)
+    with pytest.raises(VLBenchError, match="cannot load text model"):
+        _ = BertCLSEncoder(str(tmp_path / "no-bert")).dim

@@ -1,0 +1,72 @@
+"""Photo collections as uint8 image banks: decoded once into the cache, memory-mapped, normalised on use.
+
+Flickr30K's 29000 training images at 224 px take 4.4 GB as uint8 but 17 GB as float32, and
+decoding them takes minutes; so a split is decoded once per (data set fingerprint, split, size)
+into ``VLBENCH_CACHE/images`` and every later run maps that file. An `ImageBank` stands in for
+the float tensor in `Pairs.images`: indexing it returns normalised float32 images, exactly what
+the embedded data set's tensor would hold.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlbench.api import ImageTextDataset, cache_dir
+from vlbench.data.images import decode_images, normalize
+
+
+class ImageBank:
+    """uint8 (N, H, W, 3) pixels that index like a float32 (N, 3, H, W) tensor of normalised images."""
+
+    def __init__(self, pixels: Tensor, mean: Sequence[float], std: Sequence[float]):
+        self.pixels, self.mean, self.std = pixels, tuple(mean), tuple(std)
+
+    def __getitem__(self, index) -> Tensor:
+        return normalize(self.pixels[index].movedim(-1, -3), self.mean, self.std)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def shape(self) -> torch.Size:
+        n, h, w, c = self.pixels.shape
+        return torch.Size((n, c, h, w))
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.nbytes
+
+    def split(self, size: int) -> Iterator[Tensor]:
+        """Normalised chunks of `size` images, like Tensor.split."""
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def clone(self) -> "ImageBank":
+        return ImageBank(self.pixels.clone(), self.mean, self.std)
+
+
+def image_bank(dataset: ImageTextDataset, split: str, size: int, mean: Sequence[float], std: Sequence[float],
+               progress: bool = True) -> ImageBank:
+    """The split's images resized to size x size, decoded on first use and cached (a corrupt file names itself)."""
+    path = cache_dir() / "images" / f"{dataset.name}-{dataset.fingerprint}-{split}-{size}px.npy"
+    if not path.exists():
+        paths = dataset.split(split).image_paths
+        if progress:
+            print(f"decoding {len(paths)} {split} images at {size} px (once; cached in {path.parent})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            # Decode straight into the file: COCO's train split never has to fit in memory twice.
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+            decode_images(paths, size, out=out, progress=progress)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    # Copy-on-write mapping: pages load on demand and are shared between processes.
+    return ImageBank(torch.from_numpy(np.load(path, mmap_mode="c")), mean, std)
