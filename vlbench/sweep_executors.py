@@ -68,9 +68,7 @@ class Submitit(Executor):
         self.array, self.name, self.poll_s = array, name, poll_s
 
     def _executor(self):
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=self.log_dir, cluster=self.cluster)
+        executor = _submitit().AutoExecutor(folder=self.log_dir, cluster=self.cluster)
         try:
             executor.update_parameters(name=self.name, **self.options)
         except (NameError, AssertionError, ValueError) as e:  # what submitit raises for bad options
@@ -78,20 +76,26 @@ class Submitit(Executor):
         return executor
 
     def map(self, fn, items):
-        import submitit
-
         executor = self._executor()
         jobs = executor.map_array(fn, items) if self.array else [executor.submit(fn, item) for item in items]
         print(f"submitted {len(jobs)} {self.cluster} job(s) ({jobs[0].job_id}...); logs in {self.log_dir}",
               file=sys.stderr)
         position = {id(job): i for i, job in enumerate(jobs)}
-        for job in submitit.helpers.as_completed(jobs, poll_frequency=self.poll_s):
+        for job in _submitit().helpers.as_completed(jobs, poll_frequency=self.poll_s):
             try:
                 result = job.result()
             except Exception as e:  # UncompletedJobError and kin: the job never returned
                 first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
                 result = JobDied(f"job {job.job_id} died ({first}); log: {job.paths.stderr}")
             yield items[position[id(job)]], result
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError as e:
+        raise VLBenchError("the slurm and submitit-local executors need submitit: pip install 'vlbench[sweep]'") from e
+    return submitit
 
 
 def make_executor(kind: str, *, workers: int = 0, submitit: dict[str, Any] | None = None,
