@@ -15,7 +15,8 @@ from vlbench.api import VLBenchError
 from vlbench.leaderboard import COLUMNS, FOOTNOTE, FULL, HEADER, Table, cells, tables
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 100em; padding: 0 1em; color: #222; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
 th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
@@ -35,7 +36,7 @@ def _section(table: Table, index: int) -> str:
     body = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="html", disable_numparse=True)
     footnote = f"<p>{html.escape(FOOTNOTE)}</p>" if any(r["learned_lrs"] for r in table.rows) else ""
     return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
-            f"<figure>{plot_svg(table)}</figure>\n{body}\n{footnote}</section>")
+            f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnote}</section>')
 
 
 def plot_svg(table: Table) -> str:
