@@ -97,11 +97,17 @@ def greedy_select(
                 break  # j is right, but its column is not computed yet: it is pending for the next block
             score = update(score, columns[c], _ALL, j)
             applied, verified = applied + 1, verified + 1
-        block = min(max_block, max(2, 2 * verified))
+        # Runs of right guesses are long for k-center (grow fast) and short and regular for herding
+        # (guess a little past the last run: each wrong guess costs a full column).
+        block = min(max_block, 2 * verified if verified == len(guesses) else verified + 2)
     return torch.tensor(picks, dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------- herding and k-center
+
+
+def _squared_norms(features: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(features, dim=1).square_()  # no (N, D) temporary, unlike features ** 2
 
 
 def herding(features: Tensor, budget: int, **engine) -> Tensor:
@@ -111,7 +117,7 @@ def herding(features: Tensor, budget: int, **engine) -> Tensor:
     maximises 2 x.((k+1) mu - S) - ||x||^2; each pick j adds 2 (x.mu - x.x_j) to that score.
     """
     mean_dot = features @ features.mean(0)
-    score = 2 * mean_dot - features.pow(2).sum(1)
+    score = 2 * mean_dot - _squared_norms(features)
     return greedy_select(features, budget, score, lambda s, col, rows, j: s.add_(mean_dot[rows] - col, alpha=2), **engine)
 
 
@@ -121,7 +127,7 @@ def kcenter_greedy(features: Tensor, budget: int, seed: int, **engine) -> Tensor
     Keeps each row's squared distance to its nearest centre (O(N) memory, no N x N matrix).
     """
     first = int(torch.randint(len(features), (1,), generator=torch.Generator().manual_seed(seed)))
-    sq_norm = features.pow(2).sum(1)
+    sq_norm = _squared_norms(features)
 
     def update(nearest: Tensor, col: Tensor, rows, j: int) -> Tensor:
         return torch.minimum(nearest, torch.add(sq_norm[rows], col, alpha=-2).add_(sq_norm[j]).clamp_min_(0))
