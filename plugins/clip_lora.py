@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
 
 class CLIPLoRA(Backbone):
     name = "clip"
+    lora_option = "lora_rank"
 
     def __init__(self, **config: Any):
         unknown = set(config) - set(DEFAULTS)
