@@ -51,7 +51,7 @@ class BertCLSEncoder(TextEncoder):
     def _from_pretrained(self, cls):
         try:
             return cls.from_pretrained(self.model_name)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: not a valid hub name either
             raise VLBenchError(
                 f"cannot load text model {self.model_name!r} ({str(e).splitlines()[0]}): run once online to cache it, "
                 "or set the backbone option text_model to a local directory holding it"
