@@ -37,7 +37,7 @@ class DataReport:
         return out
 
 
-def _error(path: Path) -> str | None:
+def _decode_error(path: Path) -> str | None:
     try:
         read_rgb(path)
     except VLBenchError as e:
@@ -52,7 +52,7 @@ def check_dataset(dataset: ImageTextDataset, expected: dict[str, int] | None = N
     report.missing = [p for p in paths if not p.is_file()]
     present = [p for p in paths if p.is_file()]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        errors = tqdm(pool.map(_error, present, chunksize=64), total=len(present), desc="decoding images",
+        errors = tqdm(pool.map(_decode_error, present, chunksize=64), total=len(present), desc="decoding images",
                       unit="img", disable=not progress)
         report.unreadable = [e for e in errors if e is not None]
     return report
