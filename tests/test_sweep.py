@@ -26,14 +26,24 @@ TRAIN_IMAGES = 24  # x 5 captions = 120 training pairs
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A cache (in os.environ, so that worker processes see it) and a tiny data set."""
+    """A cache (in os.environ, so that worker processes see it) and a tiny data set.
+
+    One torch thread here and in the workers: tiny runs gain nothing from more, and several
+    processes spinning two threads each on a small machine slow each other down.
+    """
+    import torch
+
     from vlbench.data.synthscenes import generate
 
     root = tmp_path_factory.mktemp("sweep")
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VLBENCH_CACHE", str(root / "cache"))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
         generate(root / "data", 0, train=TRAIN_IMAGES, val=0, test=12, pretrain=0)
         yield root
+    torch.set_num_threads(threads)
 
 
 def write_sweep(path: Path, env: Path, grid: dict, **top) -> Path:
