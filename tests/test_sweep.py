@@ -261,3 +261,10 @@ def test_examples_parse():
     assert examples
     for path in examples:
         assert expand(load_sweep(path).grid)
+
+
+def test_a_misspelled_submitit_option_is_one_line_before_any_job(tmp_path):
+    executor = make_executor("submitit-local", submitit={"slurm_partiton": "gpu"}, default_log_dir=tmp_path)
+    with pytest.raises(VLBenchError, match=r"^bad submitit option: Unknown argument 'partiton'"):
+        list(executor.map(abs, [1]))
+    assert not list(tmp_path.glob("*_submitted.pkl"))

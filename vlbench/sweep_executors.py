@@ -68,7 +68,10 @@ class Submitit(Executor):
         self.array, self.name, self.poll_s = array, name, poll_s
 
     def _executor(self):
-        executor = _submitit().AutoExecutor(folder=self.log_dir, cluster=self.cluster)
+        try:
+            executor = _submitit().AutoExecutor(folder=self.log_dir, cluster=self.cluster)
+        except RuntimeError as e:  # no srun/sbatch on this host
+            raise VLBenchError(f"cannot submit to {self.cluster}: {e}") from e
         try:
             executor.update_parameters(name=self.name, **self.options)
         except (NameError, AssertionError, ValueError) as e:  # what submitit raises for bad options
