@@ -12,6 +12,7 @@ from vlbench.api import RunSpec, TrainProtocol, VLBenchError
 from vlbench.data_cli import add_data_commands
 from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
+from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.sweep_cli import add_sweep_commands
 
 DEFAULT_RESULTS = "results"
@@ -89,6 +90,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlbench", description="Vision-language dataset condensation benchmark.")
+    add_strict_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="condense, train fresh models, evaluate, record")
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="markdown tables, CSV or JSON rows, or an HTML page with plots (default: md)")
     board.set_defaults(func=cmd_leaderboard)
     add_data_commands(sub)
+    add_plugin_commands(sub)
     add_distill_commands(sub)
     add_sweep_commands(sub)
     return parser
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_strict_flag(args)
         return args.func(args)
     except VLBenchError as e:
         print(f"vlbench: error: {e}", file=sys.stderr)
