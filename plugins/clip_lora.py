@@ -36,14 +36,11 @@ DEFAULTS: dict[str, Any] = {
 
 class CLIPLoRA(Backbone):
     name = "clip"
+    defaults = DEFAULTS
     lora_option = "lora_rank"
 
     def __init__(self, **config: Any):
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
         super().__init__(**config)
-        self.options = {**DEFAULTS, **config}
         self._clip: torch.nn.Module | None = None  # both towers; every build starts from its image tower
         self._text_encoder: TextEncoder | None = None
 

@@ -35,13 +35,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 class NFNetBERT(Backbone):
     name = "nfnet-bert"
+    defaults = DEFAULTS
 
     def __init__(self, **config: Any):
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
         super().__init__(**config)
-        self.options = {**DEFAULTS, **config}
         self._text_encoder: TextEncoder | None = None
         self._template: nn.Module | None = None  # the image encoder every build starts from
 

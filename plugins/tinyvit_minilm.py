@@ -61,14 +61,11 @@ def minilm_encoder() -> TextEncoder:
 
 class TinyViTMiniLM(Backbone):
     name = "tinyvit-minilm"
+    defaults = DEFAULTS
     lora_option = "lora_rank"
 
     def __init__(self, **config: Any):
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} (options: {', '.join(DEFAULTS)})")
         super().__init__(**config)
-        self.options = {**DEFAULTS, **config}
         self._text_encoder: TextEncoder | None = None
 
     @property

@@ -156,9 +156,16 @@ class Backbone(ABC):
     """A named model family: builds fresh VLModels, owns the frozen text encoder and transforms."""
 
     name: ClassVar[str]
+    #: Every option the backbone takes, with its default; any other option is an error.
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any):
-        self.config = config
+        unknown = set(config) - set(self.defaults)
+        if unknown:
+            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
+                               f"(options: {', '.join(self.defaults) or 'none'})")
+        self.config = config  # only what the user set: the id stays the bare name for defaults
+        self.options = {**self.defaults, **config}
 
     @property
     def id(self) -> str:
