@@ -31,8 +31,18 @@ def random_features(n=300, d=12, seed=0):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-# Small pools and blocks make the block-wise guessing go wrong often, so the replay path is exercised.
-ENGINES = [{}, {"pool_size": 8, "max_block": 4}, {"pool_size": 1}]
+def low_rank_features(n=300, d=40, seed=0):
+    """Three latent factors plus a little noise: the engine's sketch (rank 3 of 40) predicts, imperfectly."""
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n, 3, generator=g, dtype=torch.float64) @ torch.randn(3, d, generator=g, dtype=torch.float64)
+    return latent + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+FEATURES = {"isotropic": random_features, "low-rank": low_rank_features}
+# Small pools and blocks, with and without the sketch, make guesses go wrong often, so that the
+# replay's corrections are exercised: the picks must not depend on any of this.
+ENGINES = [{}, {"pool_size": 8, "max_block": 4}, {"pool_size": 8, "max_block": 4, "sketch_rank": 0},
+           {"pool_size": 1, "sketch_rank": 0}]
 
 
 def test_herding_first_picks_on_a_set_with_a_clear_mean():
@@ -44,14 +54,16 @@ def test_herding_first_picks_on_a_set_with_a_clear_mean():
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_herding_matches_the_definition(engine):
-    x = random_features()
+@pytest.mark.parametrize("kind", FEATURES)
+def test_herding_matches_the_definition(kind, engine):
+    x = FEATURES[kind]()
     assert herding(x, 60, **engine).tolist() == brute_force_herding(x, 60)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_kcenter_matches_brute_force_max_min(engine):
-    x = random_features(seed=1)
+@pytest.mark.parametrize("kind", FEATURES)
+def test_kcenter_matches_brute_force_max_min(kind, engine):
+    x = FEATURES[kind](seed=1)
     picks = kcenter_greedy(x, 60, seed=3, **engine)
     assert picks.tolist() == brute_force_kcenter(x, 60, int(picks[0]))
 
