@@ -11,6 +11,7 @@ from tqdm import tqdm
 from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
+from vlbench.storage import atomic_save_tensors
 
 #: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
 PROBE_VERSION = 1
@@ -38,7 +39,7 @@ class Forgetting(Condenser):
 
     def history(self, ctx: CondenseContext) -> torch.Tensor:
         """(epochs, pairs) probe outcomes of a model trained on all pairs from ctx.seed, cached."""
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         key = stable_hash([ctx.dataset.fingerprint, ctx.backbone.id, ctx.protocol.id, ctx.seed, self.config.epochs,
                            PROBE_VERSION])
@@ -50,10 +51,7 @@ class Forgetting(Condenser):
         with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
             history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
                                           progress=bar.update)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"correct": history.to(torch.uint8)}, str(tmp))
-        tmp.replace(path)
+        atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
         return history
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from vlbench.data.images import load_images
 from vlbench.data.synthscenes import SynthScenes, load_pretrain_labels
-from vlbench.storage import atomic_write_json
+from vlbench.storage import atomic_save_tensors, atomic_write_json
 
 
 def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.Tensor:
@@ -28,8 +28,6 @@ def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.
 
 
 def pretrain(vit: nn.Module, path: Path, epochs: int, mean, std, progress: bool = True, seed: int = 0) -> None:
-    from safetensors.torch import save_file
-
     root = SynthScenes().load(None).root
     paths, labels, class_names = load_pretrain_labels(root)
     pixels = load_images(paths, vit.patch_embed.img_size[0], mean, std, progress=progress)
@@ -60,8 +58,5 @@ def pretrain(vit: nn.Module, path: Path, epochs: int, mean, std, progress: bool 
             k: (h(cells).argmax(-1) == targets[held_out, :, i]).float().mean().item()
             for i, (k, h) in enumerate(zip(("colour", "shape", "size"), heads))
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    atomic_save_tensors(vit.state_dict(), path)
     atomic_write_json(path.with_suffix(".json"), {"epochs": epochs, "train_accuracy_last_1000": accuracy})

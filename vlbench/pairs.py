@@ -6,11 +6,12 @@ import torch
 from vlbench.api import Backbone, ImageTextDataset, Pairs, cache_dir
 from vlbench.data.bank import image_bank
 from vlbench.data.images import load_images
+from vlbench.storage import atomic_save_tensors
 
 
 def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> torch.Tensor:
     """Frozen text-encoder outputs for every caption of a split, computed once and cached."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     encoder = backbone.text_encoder
     path = cache_dir() / "text" / f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}.safetensors"
@@ -19,11 +20,8 @@ def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, pro
     captions = dataset.split(split).pair_captions
     if progress:
         print(f"encoding {len(captions)} {split} captions with {encoder.id} (once; cached in {path.parent})")
-    features = encoder.encode(captions, progress=progress).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": features}, str(tmp))
-    tmp.replace(path)
+    features = encoder.encode(captions, progress=progress)
+    atomic_save_tensors({"features": features}, path)
     return features
 
 

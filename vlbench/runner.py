@@ -25,6 +25,7 @@ from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, new_run_id
+from vlbench.storage import atomic_save_tensors
 from vlbench.train import TrainData, evaluate, train
 
 PACKAGES = ("torch", "torchvision", "timm", "peft", "open_clip_torch", "transformers", "sentence-transformers", "numpy")
@@ -75,12 +76,7 @@ def _load_state(model: VLModel, path: Path) -> VLModel:
 
 
 def _save_state(model: VLModel, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_parameters().items()}, str(tmp))
-    tmp.replace(path)
+    atomic_save_tensors(model.trainable_parameters(), path)
 
 
 class Run:

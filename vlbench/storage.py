@@ -10,20 +10,44 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+# Files get the permissions a plain open() would give (mkstemp makes them 0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a unique temporary path beside `path`; once written, it replaces `path` in one rename.
+
+    Unique per writer, so concurrent processes producing the same cache file never collide.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """safetensors file written atomically (tensors are made contiguous and moved to the CPU)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -8,7 +8,6 @@ the embedded data set's tensor would hold.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from vlbench.api import ImageTextDataset, cache_dir
 from vlbench.data.images import decode_images, normalize
+from vlbench.storage import atomic_path
 
 
 class ImageBank:
@@ -57,16 +57,11 @@ def image_bank(dataset: ImageTextDataset, split: str, size: int, mean: Sequence[
         paths = dataset.split(split).image_paths
         if progress:
             print(f"decoding {len(paths)} {split} images at {size} px (once; cached in {path.parent})")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             # Decode straight into the file: COCO's train split never has to fit in memory twice.
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
             decode_images(paths, size, out=out, progress=progress)
             out.flush()
             del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     # Copy-on-write mapping: pages load on demand and are shared between processes.
     return ImageBank(torch.from_numpy(np.load(path, mmap_mode="c")), mean, std)
