@@ -6,6 +6,7 @@ rates. `tm-lora` (plugins/tm_lora.py) differs only in the variant: LoRA adapters
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpe
 class TMConfig(DistillConfig):
     num_experts: int = 2  # paper: 20
     train_epochs: int = 2  # epochs per expert (paper: 10)
-    expert_lr: float = 0.1  # paper: 0.1
+    expert_lr: float = 0.01  # paper: 0.1
     expert_momentum: float = 0.0  # plain SGD, as the inner loop (momentum restarts every epoch)
     expert_batch_size: int = 128  # paper: 128
 
@@ -59,13 +60,17 @@ class TrajectoryMatching(Condenser):
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in ctx.backbone.normalization)
         bounds = Bounds(pixel_low=((0 - mean) / std).to(ctx.device), pixel_high=((1 - mean) / std).to(ctx.device),
                         text_norm=text.norm(dim=1, keepdim=True).to(ctx.device))
-        distiller = Distiller(Student(backbone.build(0, ctx.device)), trajectories, images, text, self.config, ctx.seed,
-                              ctx.work_dir / "tm_state.pt", ctx.protocol.weight_decay, ctx.device, ctx.progress)
+        # The inner loop trains as evaluation will: at the learned lrs with protocol.learned_lr_momentum,
+        # or (learn_lrs false) with the protocol's own lr and momentum.
+        c = self.config if self.config.learn_lrs else dataclasses.replace(self.config, lr_init=ctx.protocol.lr)
+        momentum = ctx.protocol.learned_lr_momentum if c.learn_lrs else ctx.protocol.momentum
+        distiller = Distiller(Student(backbone.build(0, ctx.device)), trajectories, images, text, c, ctx.seed,
+                              ctx.work_dir / "tm_state.pt", ctx.protocol.weight_decay, momentum, ctx.device, ctx.progress)
         distiller.run(bounds)
         history = distiller.history
         window = max(1, min(10, len(history) // 4))
         return CondensedSet(
-            images=distiller.images.detach().cpu(), text_features=distiller.text.detach().cpu(), learned_lrs=distiller.lrs,
+            images=distiller.images.detach().cpu(), text_features=distiller.text.detach().cpu(), learned_lrs=distiller.lrs if c.learn_lrs else None,
             meta={"matched_parameters": sum(v.numel() for v in trajectories[0][0].values()),
                   "matching_loss_first": _mean(history[:window]), "matching_loss_last": _mean(history[-window:]),
                   "rollbacks": distiller.rollbacks, "init_indices": picked.tolist()},

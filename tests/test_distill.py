@@ -188,3 +188,27 @@ def test_show_writes_a_grid_with_nearest_captions(tmp_path):
     assert captions == ["caption 3", "caption 7"]
     out = write_grid(pairs.images[:3], ["a", "b", "c"], ((0.5,) * 3, (0.5,) * 3), tmp_path / "grid.png")
     assert Image.open(out).size[0] == 3 * 144
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_inner_loop_trains_exactly_as_the_shared_trainer(momentum):
+    from vlbench.api import TrainProtocol
+    from vlbench.train import TrainData, train
+
+    pairs = tiny_pairs()
+    images, text = pairs.select(torch.arange(8))
+    student = Student(tiny_model())
+    start = [p.detach().clone() for p in student.model.trainable_parameters().values()]
+    lrs = {"image": torch.tensor(0.3), "text": torch.tensor(0.2)}
+    final = student.unroll(start, images, text, lrs, 4, 8, torch.Generator().manual_seed(0), weight_decay=0.01, momentum=momentum)
+    protocol = TrainProtocol(steps=4, batch_size=8, weight_decay=0.01, learned_lr_momentum=momentum)
+    trained = train(tiny_model(), TrainData.from_condensed(images, text), protocol, seed=0, learned_lrs={"image": 0.3, "text": 0.2})
+    for ours, theirs in zip(final, trained.trainable_parameters().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_fixed_lrs_mode_keeps_the_protocol_lr(trajectories, tmp_path):
+    d, bounds = distiller(trajectories, tmp_path, learn_lrs=False, lr_init=0.01)
+    d.run(bounds)
+    assert d.lrs == pytest.approx({"image": 0.01, "text": 0.01})
+    assert len(d.optimizer.param_groups) == 2

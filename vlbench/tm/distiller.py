@@ -4,7 +4,7 @@ a student trained on them lands where the expert did.
 Bounded by construction (the prototype's text embeddings blew up from norm 1 to 17-80): every
 meta-gradient group is norm-clipped, pixels are clamped to the valid image range, text rows keep
 the norm of the real embeddings they started from, and learning rates live in log space within
-[lr_min, lr_max]. A non-finite loss or gradient rolls the step back and halves the learning rates.
+[lr_min, lr_max]. A non-finite loss or gradient rolls the step back and halves the learning rates (outer and learned inner).
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ class DistillConfig:
     lr_txt: float = 100.0  # outer SGD lr of the text embeddings (paper: 1000)
     lr_lr: float = 0.01  # outer SGD lr of the log inner learning rates (paper: 0.01, on the lr itself)
     lr_init: float = 0.1  # initial inner learning rate of both sides (paper: the expert lr, 0.1)
+    # false: no learned lrs; the inner loop is the evaluation protocol's SGD (its lr and momentum)
+    learn_lrs: bool = True
     momentum: float = 0.5  # outer SGD momentum (paper: 0.5)
     max_grad_norm: float = 1.0  # per-group clipping of the meta-gradients
     lr_min: float = 1e-4
@@ -58,19 +60,20 @@ class Distiller:
 
     def __init__(self, student: Student, trajectories: list[Trajectory], images: Tensor, text: Tensor,
                  config: DistillConfig, seed: int, state_path: Path, weight_decay: float = 0.0,
-                 device: torch.device | str = "cpu", progress: bool = True):
+                 inner_momentum: float = 0.0, device: torch.device | str = "cpu", progress: bool = True):
         if config.max_start_epoch + config.expert_epochs >= min(len(t) for t in trajectories):
             raise VLBenchError(f"max_start_epoch {config.max_start_epoch} + expert_epochs {config.expert_epochs} needs "
                                f"experts with more than {min(len(t) for t in trajectories) - 1} epochs")
         self.student, self.trajectories, self.config, self.seed = student, trajectories, config, seed
-        self.state_path, self.weight_decay, self.device, self.progress = Path(state_path), weight_decay, torch.device(device), progress
+        self.state_path, self.device, self.progress = Path(state_path), torch.device(device), progress
+        self.weight_decay, self.inner_momentum = weight_decay, inner_momentum
         self.images = images.detach().clone().to(self.device).requires_grad_(True)
         self.text = text.detach().clone().to(self.device).requires_grad_(True)
-        self.log_lr = torch.full((len(SIDES),), math.log(config.lr_init), device=self.device, requires_grad=True)
+        self.log_lr = torch.full((len(SIDES),), math.log(config.lr_init), device=self.device, requires_grad=config.learn_lrs)
         self.optimizer = torch.optim.SGD([
             {"params": [self.images], "lr": config.lr_img},
             {"params": [self.text], "lr": config.lr_txt},
-            {"params": [self.log_lr], "lr": config.lr_lr},
+            *([{"params": [self.log_lr], "lr": config.lr_lr}] if config.learn_lrs else []),
         ], momentum=config.momentum)
         self.iteration = 0
         self.history: list[dict[str, float]] = []  # per iteration: loss per side
@@ -118,7 +121,8 @@ class Distiller:
         target = self.student.params_of(trajectory[start_epoch + c.expert_epochs], self.device)
         lrs = {side: self.log_lr[k].exp() for k, side in enumerate(SIDES)}
         batch = min(c.batch_syn, len(self.images))
-        final = self.student.unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay)
+        final = self.student.unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay,
+                                    self.inner_momentum)
         return inner.matching_loss(final, start, target, self.student.sides)
 
     def step(self, bounds: Bounds) -> dict[str, float]:
@@ -146,8 +150,9 @@ class Distiller:
         if consecutive >= MAX_CONSECUTIVE_ROLLBACKS:
             raise VLBenchError(f"matching loss stayed non-finite at iteration {self.iteration} after {consecutive} "
                                "rollbacks; lower lr_init, lr_img or lr_txt")
-        with torch.no_grad():
-            self.log_lr.sub_(math.log(2)).clamp_(math.log(self.config.lr_min), math.log(self.config.lr_max))
+        if self.config.learn_lrs:  # fixed inner lrs are the evaluation's: only the outer steps shrink
+            with torch.no_grad():
+                self.log_lr.sub_(math.log(2)).clamp_(math.log(self.config.lr_min), math.log(self.config.lr_max))
         for group in self.optimizer.param_groups:
             group["lr"] /= 2
         self.rollbacks.append({"iteration": self.iteration, "loss": loss, **{f"lr_{s}": v for s, v in self.lrs.items()}})

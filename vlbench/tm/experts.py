@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,16 @@ class ExpertBuffer:
 
     def build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs,
               device: torch.device | str = "cpu", progress: bool = True) -> list[Trajectory]:
-        """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories."""
+        """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories.
+
+        Holds an exclusive lock on the buffer meanwhile: concurrent runs wait instead of training twice.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._build(num, make_model, train_pairs, device, progress)
+
+    def _build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs, device, progress: bool) -> list[Trajectory]:
         data = TrainData.from_pairs(train_pairs)
         steps = -(-len(data) // min(self.spec.batch_size, len(data)))
         trajectories = [self.trajectory(i) for i in range(num)]

@@ -48,13 +48,16 @@ class Student:
         return clip_loss(image_emb, text_emb, self.model.temperature)
 
     def unroll(self, start: list[Tensor], images: Tensor, text: Tensor, lrs: dict[str, Tensor], steps: int,
-               batch_size: int, generator: torch.Generator, weight_decay: float = 0.0) -> list[Tensor]:
-        """`steps` plain-SGD steps (the learned-lr evaluation uses the same: momentum 0, this weight decay)."""
+               batch_size: int, generator: torch.Generator, weight_decay: float = 0.0, momentum: float = 0.0) -> list[Tensor]:
+        """`steps` steps of torch.optim.SGD's update rule (dampening 0), as evaluation trains."""
         params = [p.detach().requires_grad_(True) for p in start]
         lr = [lrs[s] for s in self.sides]
+        velocity: list[Tensor] | None = None
         with sdpa_kernel(SDPBackend.MATH):  # fused CPU attention has no double backward
             for _, idx in zip(range(steps), batches(len(images), batch_size, generator)):
                 idx = idx.to(images.device)
                 grads = torch.autograd.grad(self.loss(params, images[idx], text[idx]), params, create_graph=True)
-                params = [p - l * (g + weight_decay * p) for p, l, g in zip(params, lr, grads)]
+                d = [g + weight_decay * p for p, g in zip(params, grads)]
+                velocity = d if velocity is None or momentum == 0 else [momentum * v + x for v, x in zip(velocity, d)]
+                params = [p - l * v for p, l, v in zip(params, lr, velocity)]
         return params
