@@ -42,7 +42,7 @@ def distiller(trajectories, tmp_path, **overrides) -> tuple[Distiller, Bounds]:
     pairs = tiny_pairs()
     images, text = pairs.select(torch.arange(6))
     config = DistillConfig(**{"iterations": 6, "syn_steps": 3, "max_start_epoch": 1, "batch_syn": 4, "lr_img": 1.0,
-                              "lr_txt": 1.0, "lr_init": 0.5, "checkpoint_every": 2, **overrides})
+                              "lr_txt": 1.0, "lr_init": 0.5, "learn_lrs": True, "checkpoint_every": 2, **overrides})
     d = Distiller(Student(tiny_model()), trajectories, images, text, config, seed=0, state_path=tmp_path / "state.pt",
                   weight_decay=5e-4, progress=False)
     return d, bounds_for(text)
