@@ -41,7 +41,7 @@ def low_rank_features(n=300, d=40, seed=0):
 FEATURES = {"isotropic": random_features, "low-rank": low_rank_features}
 # Small pools and blocks, with and without the sketch, make guesses go wrong often, so that the
 # replay's corrections are exercised: the picks must not depend on any of this.
-ENGINES = [{}, {"pool_size": 8, "max_block": 4}, {"pool_size": 8, "max_block": 4, "sketch_rank": 0},
+ENGINES = [{}, {"sketch_rank": 64}, {"pool_size": 8, "max_block": 4, "sketch_rank": 64}, {"pool_size": 8, "max_block": 4, "sketch_rank": 0},
            {"pool_size": 1, "sketch_rank": 0}]
 
 

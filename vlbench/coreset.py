@@ -154,7 +154,9 @@ def kcenter_greedy(features: Tensor, budget: int, seed: int, **engine) -> Tensor
         return torch.minimum(nearest, torch.add(sq_norm[rows], col, alpha=-2).add_(sq_norm[j]).clamp_min_(0))
 
     nearest = torch.full((len(features),), torch.inf, dtype=features.dtype, device=features.device)
-    return greedy_select(features, budget, nearest, update, first=first, **engine)
+    # No sketch by default: the farthest pairs stay in the pool of the farthest, so guesses from the
+    # pool alone are already right (blocks of 64), and a sketch would only add its cost.
+    return greedy_select(features, budget, nearest, update, first=first, **{"sketch_rank": 0, **engine})
 
 
 # ----------------------------------------------------------------------------- forgetting
