@@ -22,7 +22,7 @@ class TMConfig(DistillConfig):
     num_experts: int = 2  # paper: 20
     train_epochs: int = 2  # epochs per expert (paper: 10)
     expert_lr: float = 0.01  # paper: 0.1
-    expert_momentum: float = 0.0  # plain SGD, as the inner loop (momentum restarts every epoch)
+    expert_momentum: float = 0.0  # plain SGD (a momentum buffer would restart at every epoch)
     expert_batch_size: int = 128  # paper: 128
 
 
