@@ -55,8 +55,8 @@ def _sketch(features: Tensor, max_rank: int, energy: float = 0.97, sample: int =
     """
     if max_rank < 1:
         return None
-    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:sample]
-    values, vectors = torch.linalg.eigh((lambda x: x.T @ x)(features[rows.to(features.device)]))  # ascending
+    rows = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:sample].to(features.device)]
+    values, vectors = torch.linalg.eigh(rows.T @ rows)  # ascending
     held = values.flip(0).cumsum(0) / values.sum()
     rank = int((held < energy).sum()) + 1
     return features @ vectors[:, -rank:] if rank <= max_rank else None
