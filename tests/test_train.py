@@ -69,3 +69,16 @@ def test_condensed_set_round_trip(tmp_path):
     assert back.meta["condenser"] == "test"
     assert back.extra_bytes == 8
     assert back.storage_bytes == s.images.nbytes + s.text_features.nbytes + 8
+
+
+def test_training_mode_survives_an_evaluating_epoch_callback():
+    pairs = toy_pairs()
+    modes = []
+
+    def callback(epoch, model):
+        evaluate(model, pairs)  # leaves the model in eval mode
+
+    model = toy_model(0)
+    model.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    train(model, TrainData.from_pairs(pairs), TrainProtocol(steps=14, batch_size=32), seed=0, on_epoch_end=callback)
+    assert modes.count(True) == 14  # every training step ran in training mode

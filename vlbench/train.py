@@ -114,6 +114,7 @@ def train(
             progress(1)
         if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
             on_epoch_end((step + 1) // steps_per_epoch, model)
+            model.train()  # the callback may have evaluated the model
     return model
 
 
