@@ -212,3 +212,26 @@ def test_fixed_lrs_mode_keeps_the_protocol_lr(trajectories, tmp_path):
     d.run(bounds)
     assert d.lrs == pytest.approx({"image": 0.01, "text": 0.01})
     assert len(d.optimizer.param_groups) == 2
+
+
+@pytest.mark.parametrize("name", ["tm", "tm-lora"])
+def test_tm_condensers_conform(name, vlbench_cache):
+    from vlbench.plugins import Registry
+    from vlbench.testing import check_condenser
+
+    options = {"iterations": 3, "syn_steps": 2, "num_experts": 1, "train_epochs": 2, "checkpoint_every": 2}
+    report = check_condenser(Registry().get("condenser", name), budget=10, options=options)
+    assert report.condensed.meta["matched_parameters"] > 0
+
+
+def test_a_parameter_outside_the_forward_is_left_alone():
+    model = tiny_model()
+    model.image_head.unused = nn.Linear(2, 2)  # trainable, never called
+    student = Student(model)
+    start = [p.detach().clone() for p in model.trainable_parameters().values()]
+    pairs = tiny_pairs()
+    images, text = pairs.select(torch.arange(8))
+    lrs = {"image": torch.tensor(0.3), "text": torch.tensor(0.2)}
+    final = student.unroll(start, images, text, lrs, 3, 8, torch.Generator().manual_seed(0), weight_decay=0.01, momentum=0.9)
+    for name, before, after in zip(student.names, start, final):
+        assert torch.equal(before, after) == ("unused" in name)

@@ -56,8 +56,11 @@ class Student:
         with sdpa_kernel(SDPBackend.MATH):  # fused CPU attention has no double backward
             for _, idx in zip(range(steps), batches(len(images), batch_size, generator)):
                 idx = idx.to(images.device)
-                grads = torch.autograd.grad(self.loss(params, images[idx], text[idx]), params, create_graph=True)
-                d = [g + weight_decay * p for p, g in zip(params, grads)]
-                velocity = d if velocity is None or momentum == 0 else [momentum * v + x for v, x in zip(velocity, d)]
-                params = [p - l * v for p, l, v in zip(params, lr, velocity)]
+                # allow_unused: a parameter outside the forward (e.g. a ViT's unused fc_norm) gets no
+                # gradient and, as in torch.optim.SGD, no update at all
+                grads = torch.autograd.grad(self.loss(params, images[idx], text[idx]), params, create_graph=True, allow_unused=True)
+                d = [None if g is None else g + weight_decay * p for p, g in zip(params, grads)]
+                velocity = d if velocity is None or momentum == 0 else [
+                    x if v is None or x is None else momentum * v + x for v, x in zip(velocity, d)]
+                params = [p if v is None else p - l * v for p, l, v in zip(params, lr, velocity)]
         return params
