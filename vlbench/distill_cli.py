@@ -12,13 +12,13 @@ from vlbench.api import RunSpec, VLBenchError
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     experts = subparsers.add_parser("experts", help="train (or resume) the expert trajectories a trajectory-matching condenser uses")
-    experts.add_argument("--condenser", default="tm-lora", help="tm (all trainable parameters) or tm-lora (default)")
+    experts.add_argument("--condenser", help="tm (all trainable parameters) or tm-lora (default)")
     experts.add_argument("--dataset", help="data set name (default: synthscenes)")
     experts.add_argument("--data-root", help="directory holding the data set's images and annotations")
     experts.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
     experts.add_argument("--num", type=int, help="number of experts (default: the condenser's num_experts)")
     experts.add_argument("--epochs", type=int, help="epochs per expert (default: the condenser's train_epochs)")
-    experts.add_argument("--config", help="run YAML whose condenser_options/backbone_options to use (e.g. configs/flickr30k-tm-lora.yaml)")
+    experts.add_argument("--config", help="run YAML, or a sweep YAML (its first run), whose options to use (e.g. configs/flickr30k-tm-lora.yaml)")
     experts.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     experts.add_argument("--noise-floor", action="store_true",
                          help="also replay expert 0's matched segments with another batch order and print their matching loss")
@@ -39,7 +39,9 @@ def _run_for(args: argparse.Namespace):
     from vlbench.runner import Run
 
     config = load_config(args.config)
-    spec = RunSpec(condenser=args.condenser if args.condenser else config.get("condenser", "tm-lora"), budget=1,
+    if isinstance(config.get("grid"), list):  # a sweep file: its first run
+        config = config["grid"][0]
+    spec = RunSpec(condenser=args.condenser or config.get("condenser", "tm-lora"), budget=1,
                    dataset=args.dataset or config.get("dataset", "synthscenes"),
                    backbone=args.backbone or config.get("backbone", "tinyvit-minilm"),
                    data_root=args.data_root or config.get("data_root"), device=args.device,
