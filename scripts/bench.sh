@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: the default benchmark on the embedded data set, then the leaderboard.
+# The main job: the default benchmark (tm-lora, 100 pairs, embedded data), then the leaderboard.
+# CONDENSER, BUDGET and RESULTS pick another run; further arguments go to `vlbench run`.
 source "$(dirname "$0")/venv.sh"
-vlbench run --condenser "${CONDENSER:-tm-lora}" --budget "${BUDGET:-100}" "$@"
-vlbench leaderboard --results "${RESULTS:-results}" --output "${RESULTS:-results}/LEADERBOARD.md" >/dev/null
-echo "leaderboard: ${RESULTS:-results}/LEADERBOARD.md"
+results=${RESULTS:-results}
+vlbench run --condenser "${CONDENSER:-tm-lora}" --budget "${BUDGET:-100}" --results "$results" "$@"
+vlbench leaderboard --results "$results" >/dev/null
+echo "leaderboard: $results/LEADERBOARD.md"
