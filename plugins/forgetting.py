@@ -11,7 +11,7 @@ from tqdm import tqdm
 from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
-from vlbench.storage import atomic_save_tensors
+from vlbench.storage import atomic_save_tensors, file_lock
 
 #: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
 PROBE_VERSION = 1
@@ -44,15 +44,16 @@ class Forgetting(Condenser):
         key = stable_hash([ctx.dataset.fingerprint, ctx.backbone.id, ctx.protocol.id, ctx.seed, self.config.epochs,
                            PROBE_VERSION])
         path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{key}.safetensors"
-        if path.exists():
-            return load_file(str(path))["correct"].bool()
-        model = ctx.backbone.build(ctx.seed, ctx.device)
-        steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
-        with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
-            history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
-                                          progress=bar.update)
-        atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
-        return history
+        with file_lock(path.with_suffix(".lock")):  # concurrent jobs wait for one training run
+            if path.exists():
+                return load_file(str(path))["correct"].bool()
+            model = ctx.backbone.build(ctx.seed, ctx.device)
+            steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
+            with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
+                history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
+                                              progress=bar.update)
+            atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
+            return history
 
 
 @hookimpl

@@ -44,3 +44,25 @@ def test_concurrent_writers_get_distinct_temp_files(tmp_path):
         a.write_text("a")
         b.write_text("b")
     assert (tmp_path / "f").read_text() == "a"  # the last rename wins; neither write is torn
+
+
+def test_file_lock_excludes_a_second_holder_until_released(tmp_path):
+    import multiprocessing
+
+    from vlbench.storage import file_lock
+
+    lock = tmp_path / "locks" / "stage.lock"
+    ctx = multiprocessing.get_context("spawn")
+    with file_lock(lock) as held:
+        assert held
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_try_lock, (lock,)) is False  # another process cannot take it
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_try_lock, (lock,)) is True  # released with the file
+
+
+def _try_lock(path):
+    from vlbench.storage import file_lock
+
+    with file_lock(path, wait=False) as held:
+        return held

@@ -25,7 +25,7 @@ from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, new_run_id
-from vlbench.storage import atomic_save_tensors
+from vlbench.storage import atomic_save_tensors, file_lock
 from vlbench.train import TrainData, evaluate, train
 
 PACKAGES = ("torch", "torchvision", "timm", "peft", "open_clip_torch", "transformers", "sentence-transformers", "numpy")
@@ -162,11 +162,12 @@ class Run:
         key = self.reference_key(dataset, seed)
         path = cache_dir() / "reference" / f"{dataset.name}-{key}.safetensors"
         model = self.backbone.build(seed, self.device)
-        if path.exists():
-            return _load_state(model, path)
-        self.log(f"training a full-data reference model (seed {seed}; cached in {path.parent})")
-        self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
-        _save_state(model, path)
+        with file_lock(path.with_suffix(".lock")):  # concurrent runs wait for one training run
+            if path.exists():
+                return _load_state(model, path)
+            self.log(f"training a full-data reference model (seed {seed}; cached in {path.parent})")
+            self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
+            _save_state(model, path)
         return model
 
     def condense_key(self, dataset: ImageTextDataset) -> str:

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
 import functools
 import itertools
 import json
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,6 +30,7 @@ import yaml
 
 from vlbench.api import RunSpec, VLBenchError, cache_dir, stable_hash
 from vlbench.results import ResultsStore
+from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied
 
 SWEEP_KEYS = ("name", "grid", "results", "executor", "workers", "retries", "submitit")
@@ -185,22 +184,6 @@ def describe(plan: Plan) -> str:
 class Outcome:
     status: str  # "ok", "failed", or "busy" (another process holds the run)
     message: str
-
-
-@contextmanager
-def file_lock(path: Path, wait: bool) -> Iterator[bool]:
-    """Hold an exclusive flock on `path`; yields False if `wait` is off and another process holds it.
-
-    The kernel drops the lock when its holder dies, so a killed job never leaves a stale lock.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True  # closing the file releases the lock
 
 
 def execute(task: Task, progress: bool = False) -> Outcome:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
-from vlbench.storage import atomic_write_json
+from vlbench.storage import atomic_write_json, file_lock
 from vlbench.train import TrainData, train
 
 Trajectory = list[dict[str, Tensor]]  # trainable parameters after epochs 0, 1, ..., E
@@ -86,9 +85,7 @@ class ExpertBuffer:
 
         Holds an exclusive lock on the buffer meanwhile: concurrent runs wait instead of training twice.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.directory / ".lock"):
             return self._build(num, make_model, train_pairs, device, progress)
 
     def _build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs, device, progress: bool) -> list[Trajectory]:
