@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "pretrain_epochs": 3,
 }
 MEAN = STD = (0.5, 0.5, 0.5)
+# The checkpoint of the default architecture, pretrained by `pretrain` and shipped with vlbench so
+# that every machine evaluates the same weights: the committed results were made with it.
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 class CellPooled(torch.nn.Module):
@@ -96,7 +99,9 @@ class TinyViTMiniLM(Backbone):
         if pretrained != "auto":
             return Path(pretrained).expanduser()
         arch = {k: self.options[k] for k in ("image_size", "patch_size", "width", "depth", "heads", "pretrain_epochs")}
-        return cache_dir() / "pretrained" / f"tinyvit-{stable_hash(arch, 10)}.safetensors"
+        name = f"tinyvit-{stable_hash(arch, 10)}.safetensors"
+        shipped = SHIPPED_WEIGHTS / name
+        return shipped if shipped.exists() else cache_dir() / "pretrained" / name
 
     def prepare(self, progress: bool = True) -> None:
         path = self.checkpoint_path()
@@ -106,7 +111,15 @@ class TinyViTMiniLM(Backbone):
             raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: auto`")
         from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
 
-        pretrain(self.vit(), path, epochs=self.options["pretrain_epochs"], mean=MEAN, std=STD, progress=progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the encoder's initialisation, too, is part of the checkpoint's recipe
+            vit = self.vit()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
+        try:
+            pretrain(vit, path, epochs=self.options["pretrain_epochs"], mean=MEAN, std=STD, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
         from safetensors.torch import load_file

@@ -182,3 +182,17 @@ def test_nfnet_weight_errors_say_what_to_do(tmp_path, tiny_bert, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(VLBenchError, match="cannot load text model"):
         _ = BertCLSEncoder(str(tmp_path / "no-bert")).dim
+
+
+def test_default_backbone_uses_the_shipped_pretrained_checkpoint(tmp_path, monkeypatch):
+    """The committed results were made with these weights: every machine must load the same file."""
+    import hashlib
+
+    from vlbench_plugins.tinyvit_minilm import SHIPPED_WEIGHTS, TinyViTMiniLM
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    path = TinyViTMiniLM().checkpoint_path()
+    assert path.parent == SHIPPED_WEIGHTS
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("5c3ee6fa9be90673")
+    # Another architecture has no shipped weights: it is pretrained into the cache.
+    assert TinyViTMiniLM(depth=2).checkpoint_path().parent == tmp_path / "pretrained"
