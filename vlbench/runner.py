@@ -238,7 +238,7 @@ class Run:
             "schema": 1,
             "run_id": new_run_id(run_key),
             "run_key": run_key,
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # sub-second: newest wins
             "spec": spec.to_dict(),
             "condenser": {**self.plugins.provenance("condenser", spec.condenser), "config": self.condenser.config_dict()},
             "backbone": {**self.plugins.provenance("backbone", spec.backbone), "id": self.backbone.id,
