@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlbench.api import SIDES, Pairs, TrainProtocol, VLModel
+from vlbench.api import Pairs, TrainProtocol, VLModel
 from vlbench.metrics import retrieval_metrics
 
 
@@ -132,5 +132,3 @@ def evaluate(model: VLModel, pairs: Pairs, device: torch.device | str = "cpu") -
     images, texts = embed(model, pairs, device)
     return retrieval_metrics(images, texts, pairs.pair_image)
 
-
-__all__ = ["SIDES", "TrainData", "clip_loss", "embed", "evaluate", "make_optimizer", "train"]
