@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +23,28 @@ _APOSTROPHES = re.compile(r"['\u2019]")
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 
 
+_OFFICIAL_PUNCTUATION = re.compile(r'[.!"()*#:;~]')
+_WHITESPACE_RUNS = re.compile(r"\s{2,}")
+
+
 def clean_caption(text: str, max_words: int | None = MAX_CAPTION_WORDS) -> str:
     """Lower case, punctuation stripped, whitespace collapsed, at most `max_words` words."""
     text = _APOSTROPHES.sub("", text.lower())  # "dog's" -> "dogs", not "dog s"
     words = _PUNCTUATION.sub(" ", text).split()
     return " ".join(words[:max_words])
+
+
+def official_caption(text: str, max_words: int = MAX_CAPTION_WORDS) -> str:
+    """The official code's `pre_caption` (its data/flickr30k_dataset.py and coco_dataset.py, called with
+    30 words): lower case, only `.!"()*#:;~` become spaces, runs of two or more whitespace characters
+    become one space, spaces trimmed, at most `max_words` space-separated words. Commas, apostrophes,
+    hyphens and a lone tab or newline inside the caption are kept."""
+    text = _WHITESPACE_RUNS.sub(" ", _OFFICIAL_PUNCTUATION.sub(" ", text.lower()))
+    return " ".join(text.rstrip("\n").strip(" ").split(" ")[:max_words])
+
+
+#: `caption_cleaning` choices of the photo data sets: vlbench's (the default) or the official code's.
+CAPTION_CLEANING: dict[str, Callable[[str], str]] = {"vlbench": clean_caption, "official": official_caption}
 
 
 @dataclass(frozen=True)
@@ -41,13 +58,17 @@ class Entry:
 
 def build_dataset(
     name: str, entries: Iterable[Entry], image_dir: Path, annotation_files: Sequence[Path], root: Path | None = None,
-    require_images: bool = True,
+    require_images: bool = True, cleaning: str = "vlbench",
 ) -> ImageTextDataset:
     """Group entries into splits (in order), clean captions, check every image exists, fingerprint.
 
-    The fingerprint hashes the annotation files' bytes and the sorted relative image list.
+    The fingerprint hashes the annotation files' bytes, the sorted relative image list and (when not
+    vlbench's) the caption cleaning, so that cached caption features never mix cleanings.
     `require_images=False` skips the existence check (for `vlbench data check`, which lists them all).
     """
+    if cleaning not in CAPTION_CLEANING:
+        raise VLBenchError(f"caption_cleaning must be one of {', '.join(CAPTION_CLEANING)}, got {cleaning!r}")
+    clean = CAPTION_CLEANING[cleaning]
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise VLBenchError(f"image directory {image_dir} not found: download the images there or set the data root")
@@ -58,7 +79,7 @@ def build_dataset(
         path = image_dir / entry.image
         if require_images and not path.is_file():
             missing.append(path)
-        cleaned = [c for c in map(clean_caption, entry.captions) if c]
+        cleaned = [c for c in map(clean, entry.captions) if c]
         if not cleaned:
             raise VLBenchError(f"image {entry.image} has no captions in {', '.join(map(str, annotation_files))}")
         paths.setdefault(entry.split, []).append(path)
@@ -72,16 +93,18 @@ def build_dataset(
         name=name,
         root=Path(root) if root is not None else image_dir,
         splits={s: Split(s, paths[s], captions[s]) for s in paths},
-        fingerprint=_fingerprint(annotation_files, image_dir, [p for ps in paths.values() for p in ps]),
+        fingerprint=_fingerprint(annotation_files, image_dir, [p for ps in paths.values() for p in ps], cleaning),
     )
 
 
-def _fingerprint(annotation_files: Sequence[Path], image_dir: Path, images: Iterable[Path]) -> str:
+def _fingerprint(annotation_files: Sequence[Path], image_dir: Path, images: Iterable[Path], cleaning: str) -> str:
     h = hashlib.sha256()
     for f in annotation_files:
         h.update(Path(f).read_bytes())
     for rel in sorted(p.relative_to(image_dir).as_posix() for p in images):
         h.update(rel.encode() + b"\n")
+    if cleaning != "vlbench":  # vlbench's cleaning keeps the fingerprints data sets had before the option
+        h.update(f"caption_cleaning={cleaning}".encode())
     return h.hexdigest()[:16]
 
 

@@ -1,10 +1,12 @@
 """The outer loop: learn synthetic pixels, text embeddings and per-side inner learning rates so that
 a student trained on them lands where the expert did.
 
-Bounded by construction (the prototype's text embeddings blew up from norm 1 to 17-80): every
+Bounded by default (the prototype's text embeddings blew up from norm 1 to 17-80): every
 meta-gradient group is norm-clipped, pixels are clamped to the valid image range, text rows keep
 the norm of the real embeddings they started from, and learning rates live in log space within
-[lr_min, lr_max]. A non-finite loss or gradient rolls the step back and halves the learning rates (outer and learned inner).
+[lr_min, lr_max]. Each of these is a switch (`DistillConfig`), off in the official code's semantics
+(docs/fidelity.md). A non-finite loss or gradient rolls the step back and halves the learning rates
+(outer and learned inner).
 """
 from __future__ import annotations
 
@@ -24,28 +26,70 @@ from vlbench.tm.inner import Student
 MAX_CONSECUTIVE_ROLLBACKS = 10
 
 
+#: Values of the switches that choose between vlbench's semantics (first) and the official code's.
+CHOICES = {
+    "start_epochs": ("inclusive", "exclusive"),
+    "inner_logit_scale": ("model", "log"),
+    "inner_optimizer": ("evaluation", "plain"),
+    "inner_batches": ("epochs", "independent"),
+    "lr_space": ("log", "linear"),
+}
+
+
 @dataclass
 class DistillConfig:
-    """The distillation hyperparameters (paper values in configs/*-tm*.yaml; CPU defaults here)."""
+    """The distillation hyperparameters (paper values in configs/*-tm*.yaml; CPU defaults here).
+
+    The switches after `checkpoint_every` select the official code's semantics where it differs;
+    their defaults are vlbench's. docs/fidelity.md names the official function behind each.
+    """
 
     iterations: int = 100
     syn_steps: int = 10  # inner SGD steps per iteration (paper: 8)
     expert_epochs: int = 1  # M: the target is M epochs after the start (paper: 1)
-    max_start_epoch: int = 1  # T+: start epochs are drawn from 0..T+ (paper: 2)
+    max_start_epoch: int = 1  # T+: start epochs are drawn from 0..T+ (paper: 2; see start_epochs)
     batch_syn: int = 100  # synthetic pairs per inner step (capped at the budget)
     lr_img: float = 30.0  # outer SGD lr of the pixels (paper: 1000)
     lr_txt: float = 0.3  # outer SGD lr of the text embeddings (paper: 1000)
-    lr_lr: float = 0.01  # outer SGD lr of the log inner learning rates (paper: 0.01, on the lr itself)
+    lr_lr: float = 0.01  # outer SGD lr of the inner learning rates (of their logs with lr_space "log")
     lr_init: float = 0.03  # initial inner learning rate of both sides (paper: the expert lr, 0.1)
     # false: no learned lrs; the inner loop is the evaluation protocol's SGD (its lr and momentum 0.9).
     # On CPU this wins: plain SGD at any lr trains the default model ~2 points worse than momentum
     # (docs/distillation.md). The paper presets learn them (true).
     learn_lrs: bool = False
     momentum: float = 0.5  # outer SGD momentum (paper: 0.5)
-    max_grad_norm: float = 1.0  # per-group clipping of the meta-gradients
+    max_grad_norm: float | None = 1.0  # per-group clipping of the meta-gradients; null: none (official)
     lr_min: float = 1e-4
     lr_max: float = 10.0
     checkpoint_every: int = 25
+    # "inclusive": start epochs 0..max_start_epoch; "exclusive": 0..max_start_epoch-1, as the
+    # official np.random.randint(0, max_start_epoch) draws them.
+    start_epochs: str = "inclusive"
+    # "model": the inner loss scales logits by 1/temperature, as experts and evaluation do; "log":
+    # by log(1/temperature) = 2.66 for 0.07, the official inner loop's never-exponentiated scale.
+    inner_logit_scale: str = "model"
+    # "evaluation": the inner loop runs the SGD evaluation will (momentum and weight decay);
+    # "plain": plain SGD at the inner lr (official).
+    inner_optimizer: str = "evaluation"
+    # "epochs": inner batches walk through shuffled epochs of the synthetic set; "independent": each
+    # step draws a fresh random batch_syn pairs (official). The same when batch_syn >= the budget.
+    inner_batches: str = "epochs"
+    lr_space: str = "log"  # inner lrs learned as their logs ("log") or directly ("linear", official)
+    clamp_pixels: bool = True  # clamp pixels to the valid image range after each step (official: no)
+    renorm_text: bool = True  # keep each text row at its initial norm (official: no)
+    clamp_lrs: bool = True  # keep the inner lrs within [lr_min, lr_max] (official: no)
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise VLBenchError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.start_epochs == "exclusive" and self.max_start_epoch < 1:
+            raise VLBenchError("start_epochs 'exclusive' draws from 0..max_start_epoch-1: max_start_epoch must be >= 1")
+
+    @property
+    def start_epoch_choices(self) -> int:
+        """How many start epochs there are to draw from."""
+        return self.max_start_epoch + (self.start_epochs == "inclusive")
 
 
 @dataclass
@@ -63,38 +107,52 @@ class Distiller:
     def __init__(self, student: Student, trajectories: list[Trajectory], images: Tensor, text: Tensor,
                  config: DistillConfig, seed: int, state_path: Path, weight_decay: float = 0.0,
                  inner_momentum: float = 0.0, device: torch.device | str = "cpu", progress: bool = True):
-        if config.max_start_epoch + config.expert_epochs >= min(len(t) for t in trajectories):
-            raise VLBenchError(f"max_start_epoch {config.max_start_epoch} + expert_epochs {config.expert_epochs} needs "
+        last_start = config.start_epoch_choices - 1
+        if last_start + config.expert_epochs >= min(len(t) for t in trajectories):
+            raise VLBenchError(f"start epochs up to {last_start} + expert_epochs {config.expert_epochs} need "
                                f"experts with more than {min(len(t) for t in trajectories) - 1} epochs")
         self.student, self.trajectories, self.config, self.seed = student, trajectories, config, seed
         self.state_path, self.device, self.progress = Path(state_path), torch.device(device), progress
         self.weight_decay, self.inner_momentum = weight_decay, inner_momentum
         self.images = images.detach().clone().to(self.device).requires_grad_(True)
         self.text = text.detach().clone().to(self.device).requires_grad_(True)
-        self.log_lr = torch.full((len(SIDES),), math.log(config.lr_init), device=self.device, requires_grad=config.learn_lrs)
+        # The inner lrs as optimised: their logs (lr_space "log") or the lrs themselves ("linear").
+        self.lr_param = torch.full((len(SIDES),), self._to_param(config.lr_init), device=self.device,
+                                   requires_grad=config.learn_lrs)
         self.optimizer = torch.optim.SGD([
             {"params": [self.images], "lr": config.lr_img},
             {"params": [self.text], "lr": config.lr_txt},
-            *([{"params": [self.log_lr], "lr": config.lr_lr}] if config.learn_lrs else []),
+            *([{"params": [self.lr_param], "lr": config.lr_lr}] if config.learn_lrs else []),
         ], momentum=config.momentum)
         self.iteration = 0
         self.history: list[dict[str, float]] = []  # per iteration: loss per side
         self.rollbacks: list[dict[str, float]] = []
 
+    def _to_param(self, lr: float) -> float:
+        return math.log(lr) if self.config.lr_space == "log" else lr
+
+    def inner_lrs(self) -> Tensor:
+        """The inner lrs (image, text) as a differentiable function of `lr_param`."""
+        return self.lr_param.exp() if self.config.lr_space == "log" else self.lr_param
+
+    @property
+    def log_lr(self) -> Tensor:
+        return self.inner_lrs().detach().log()
+
     @property
     def lrs(self) -> dict[str, float]:
-        return {side: self.log_lr[k].exp().item() for k, side in enumerate(SIDES)}
+        return {side: v.item() for side, v in zip(SIDES, self.inner_lrs())}
 
     # --------------------------------------------------------------------- state
 
     def state(self) -> dict:
         return {"iteration": self.iteration, "images": self.images.detach().clone(), "text": self.text.detach().clone(),
-                "log_lr": self.log_lr.detach().clone(), "optimizer": _clone(self.optimizer.state_dict()),
+                "lr_param": self.lr_param.detach().clone(), "optimizer": _clone(self.optimizer.state_dict()),
                 "history": list(self.history), "rollbacks": list(self.rollbacks)}
 
     def load_state(self, state: dict) -> None:
         with torch.no_grad():
-            for name in ("images", "text", "log_lr"):
+            for name in ("images", "text", "lr_param"):
                 getattr(self, name).copy_(state[name])
         self.optimizer.load_state_dict(_clone(state["optimizer"]))
         self.iteration, self.history, self.rollbacks = state["iteration"], list(state["history"]), list(state["rollbacks"])
@@ -118,13 +176,14 @@ class Distiller:
         c = self.config
         generator = torch.Generator().manual_seed(derived_seed("tm", self.seed, iteration))
         trajectory = self.trajectories[int(torch.randint(len(self.trajectories), (1,), generator=generator))]
-        start_epoch = int(torch.randint(c.max_start_epoch + 1, (1,), generator=generator))
+        start_epoch = int(torch.randint(c.start_epoch_choices, (1,), generator=generator))
         start = self.student.params_of(trajectory[start_epoch], self.device)
         target = self.student.params_of(trajectory[start_epoch + c.expert_epochs], self.device)
-        lrs = {side: self.log_lr[k].exp() for k, side in enumerate(SIDES)}
+        lrs = dict(zip(SIDES, self.inner_lrs()))
         batch = min(c.batch_syn, len(self.images))
         final = self.student.unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay,
-                                    self.inner_momentum)
+                                    self.inner_momentum, independent_batches=c.inner_batches == "independent",
+                                    log_logit_scale=c.inner_logit_scale == "log")
         return inner.matching_loss(final, start, target, self.student.sides)
 
     def step(self, bounds: Bounds) -> dict[str, float]:
@@ -135,11 +194,12 @@ class Distiller:
         loss = sum(losses.values())
         if torch.isfinite(loss):
             loss.backward()
-        params = (self.images, self.text, self.log_lr)
+        params = (self.images, self.text, self.lr_param)
         if not torch.isfinite(loss) or not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             return self.roll_back(good, loss.item())
-        for p in params:  # per group: pixels, text and lrs have gradients of very different scale
-            torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
+        if self.config.max_grad_norm is not None:
+            for p in params:  # per group: pixels, text and lrs have gradients of very different scale
+                torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
         self.optimizer.step()
         self.project(bounds)
         self.iteration += 1
@@ -154,7 +214,8 @@ class Distiller:
                                "rollbacks; lower lr_init, lr_img or lr_txt")
         if self.config.learn_lrs:  # fixed inner lrs are the evaluation's: only the outer steps shrink
             with torch.no_grad():
-                self.log_lr.sub_(math.log(2)).clamp_(math.log(self.config.lr_min), math.log(self.config.lr_max))
+                self.lr_param.copy_(self.lr_param - math.log(2) if self.config.lr_space == "log" else self.lr_param / 2)
+                self.clamp_lrs()
         for group in self.optimizer.param_groups:
             group["lr"] /= 2
         self.rollbacks.append({"iteration": self.iteration, "loss": loss, **{f"lr_{s}": v for s, v in self.lrs.items()}})
@@ -165,9 +226,17 @@ class Distiller:
 
     @torch.no_grad()
     def project(self, bounds: Bounds) -> None:
-        self.images.copy_(torch.maximum(torch.minimum(self.images, bounds.pixel_high), bounds.pixel_low))
-        self.text.mul_(bounds.text_norm / self.text.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        self.log_lr.clamp_(math.log(self.config.lr_min), math.log(self.config.lr_max))
+        """The safeguards that are switched on: pixel range, text norms, lr bounds."""
+        if self.config.clamp_pixels:
+            self.images.copy_(torch.maximum(torch.minimum(self.images, bounds.pixel_high), bounds.pixel_low))
+        if self.config.renorm_text:
+            self.text.mul_(bounds.text_norm / self.text.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        self.clamp_lrs()
+
+    @torch.no_grad()
+    def clamp_lrs(self) -> None:
+        if self.config.clamp_lrs:
+            self.lr_param.clamp_(self._to_param(self.config.lr_min), self._to_param(self.config.lr_max))
 
     def run(self, bounds: Bounds) -> None:
         if self.resume() and self.progress:

@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
+from vlbench.data.transforms import Augment, expert_augment
 from vlbench.storage import atomic_write_json, file_lock
 from vlbench.train import TrainData, train
 
@@ -34,10 +35,28 @@ class ExpertSpec:
     weight_decay: float
     batch_size: int
     seed: int = 0
+    #: Train-time augmentation (`vlbench.data.transforms.expert_augment`): "none", "crop_flip" or
+    #: "crop_flip_randaugment" (the official experts'); the latter needs the backbone's normalization.
+    augment: str = "none"
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def __post_init__(self):
+        self.augmentation()  # an unknown augmentation is an error before anything trains
 
     def protocol(self, steps: int) -> TrainProtocol:
         return TrainProtocol(steps=steps, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                              weight_decay=self.weight_decay)
+
+    def augmentation(self) -> Augment | None:
+        return expert_augment(self.augment, self.normalization)
+
+    def key_fields(self) -> dict:
+        """What identifies a buffer: everything but the number of epochs (so that buffers extend).
+        Unaugmented specs leave the augmentation fields out: their buffers keep the keys they had."""
+        fields = {**dataclasses.asdict(self), "epochs": None}
+        if self.augment == "none":
+            del fields["augment"], fields["normalization"]
+        return fields
 
 
 class ExpertBuffer:
@@ -53,7 +72,7 @@ class ExpertBuffer:
 
     @classmethod
     def locate(cls, dataset_fingerprint: str, backbone_id: str, spec: ExpertSpec) -> "ExpertBuffer":
-        key = stable_hash([dataset_fingerprint, backbone_id, {**dataclasses.asdict(spec), "epochs": None}])
+        key = stable_hash([dataset_fingerprint, backbone_id, spec.key_fields()])
         return cls(cache_dir() / "experts" / f"{backbone_id}-{key}", spec)
 
     def path(self, i: int) -> Path:
@@ -108,7 +127,8 @@ class ExpertBuffer:
                 # One trainer call per epoch, seeded by (expert, epoch), so that resuming replays the
                 # same batches; SGD momentum (0 by default) restarts at each epoch boundary.
                 epoch = len(trajectory)
-                train(model, data, self.spec.protocol(steps), derived_seed("expert", self.spec.seed, i, epoch), device=device)
+                train(model, data, self.spec.protocol(steps), derived_seed("expert", self.spec.seed, i, epoch), device=device,
+                      augment=self.spec.augmentation())
                 trajectory.append(_snapshot(model))
                 self._save(i, trajectory)
                 bar.update()
@@ -145,7 +165,8 @@ def noise_floor(trajectory: Trajectory, model: VLModel, train_pairs: Pairs, spec
     steps = -(-len(data) // min(spec.batch_size, len(data)))
     model.load_state_dict(trajectory[start_epoch], strict=False)
     for epoch in range(expert_epochs):
-        train(model, data, spec.protocol(steps), derived_seed("replay", spec.seed, start_epoch, epoch), device=device)
+        train(model, data, spec.protocol(steps), derived_seed("replay", spec.seed, start_epoch, epoch), device=device,
+              augment=spec.augmentation())
     names = list(trajectory[0])
     replay = _snapshot(model)
     losses = matching_loss([replay[n] for n in names], [trajectory[start_epoch][n] for n in names],

@@ -1,6 +1,8 @@
 """The unrolled inner loop and the normalised matching loss."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.func import functional_call
@@ -43,24 +45,40 @@ class Student:
                                "the buffer was built for another model variant")
         return [checkpoint[n].to(device) for n in self.names]
 
-    def loss(self, params: list[Tensor], pixels: Tensor, text: Tensor) -> Tensor:
+    def loss(self, params: list[Tensor], pixels: Tensor, text: Tensor, log_logit_scale: bool = False) -> Tensor:
+        """The contrastive loss at `params`; `log_logit_scale` scales logits by log(1/T) instead of 1/T
+        (the official inner loop's un-exponentiated logit scale: 2.66 instead of 14.29 for T = 0.07)."""
         image_emb, text_emb = functional_call(self.model, {**self.frozen, **dict(zip(self.names, params))}, (pixels, text))
-        return clip_loss(image_emb, text_emb, self.model.temperature)
+        temperature = 1 / math.log(1 / self.model.temperature) if log_logit_scale else self.model.temperature
+        return clip_loss(image_emb, text_emb, temperature)
 
     def unroll(self, start: list[Tensor], images: Tensor, text: Tensor, lrs: dict[str, Tensor], steps: int,
-               batch_size: int, generator: torch.Generator, weight_decay: float = 0.0, momentum: float = 0.0) -> list[Tensor]:
-        """`steps` steps of torch.optim.SGD's update rule (dampening 0), as evaluation trains."""
+               batch_size: int, generator: torch.Generator, weight_decay: float = 0.0, momentum: float = 0.0,
+               independent_batches: bool = False, log_logit_scale: bool = False) -> list[Tensor]:
+        """`steps` steps of torch.optim.SGD's update rule (dampening 0), as evaluation trains.
+
+        Batches walk through shuffled epochs of the set, or with `independent_batches` are each a
+        fresh random draw of `batch_size` pairs (the official inner loop's randperm(N)[:batch]).
+        """
         params = [p.detach().requires_grad_(True) for p in start]
         lr = [lrs[s] for s in self.sides]
         velocity: list[Tensor] | None = None
+        draws = _independent(len(images), batch_size, generator) if independent_batches else batches(len(images), batch_size, generator)
         with sdpa_kernel(SDPBackend.MATH):  # fused CPU attention has no double backward
-            for _, idx in zip(range(steps), batches(len(images), batch_size, generator)):
+            for _, idx in zip(range(steps), draws):
                 idx = idx.to(images.device)
                 # allow_unused: a parameter outside the forward (e.g. a ViT's unused fc_norm) gets no
                 # gradient and, as in torch.optim.SGD, no update at all
-                grads = torch.autograd.grad(self.loss(params, images[idx], text[idx]), params, create_graph=True, allow_unused=True)
+                loss = self.loss(params, images[idx], text[idx], log_logit_scale)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 d = [None if g is None else g + weight_decay * p for p, g in zip(params, grads)]
                 velocity = d if velocity is None or momentum == 0 else [
                     x if v is None or x is None else momentum * v + x for v, x in zip(velocity, d)]
                 params = [p if v is None else p - l * v for p, l, v in zip(params, lr, velocity)]
         return params
+
+
+def _independent(num_pairs: int, batch_size: int, generator: torch.Generator):
+    """Endless batches, each a fresh random subset of `batch_size` pairs."""
+    while True:
+        yield torch.randperm(num_pairs, generator=generator)[:batch_size]
