@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from vlbench import hookimpl
+from vlbench import costs, hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.storage import atomic_save_tensors, file_lock
@@ -46,13 +46,15 @@ class Forgetting(Condenser):
         path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{key}.safetensors"
         with file_lock(path.with_suffix(".lock")):  # concurrent jobs wait for one training run
             if path.exists():
+                costs.reusing("forgetting_history", path)
                 return load_file(str(path))["correct"].bool()
             model = ctx.backbone.build(ctx.seed, ctx.device)
             steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
-            with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
-                history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
-                                              progress=bar.update)
-            atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
+            with costs.building("forgetting_history", path):
+                with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
+                    history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed,
+                                                  ctx.device, progress=bar.update)
+                atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
             return history
 
 

@@ -98,6 +98,10 @@ class TinyViTMiniLM(Backbone):
         shipped = SHIPPED_WEIGHTS / name
         return shipped if shipped.exists() else cache_dir() / "pretrained" / name
 
+    def weight_files(self) -> dict[str, Path]:
+        path = self.checkpoint_path()
+        return {**super().weight_files(), **({"image_encoder": path} if path is not None else {})}
+
     def prepare(self, progress: bool = True) -> None:
         path = self.checkpoint_path()
         if path is None or path.exists():

@@ -7,9 +7,7 @@ knows any particular method, model or data set.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +16,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
-SIDES = ("image", "text")
-
-
-class VLBenchError(Exception):
-    """An error caused by user input; the CLI prints its message as one line."""
-
-
-def cache_dir() -> Path:
-    """Root of everything vlbench derives (data, embeddings, weights, condensed sets)."""
-    return Path(os.environ.get("VLBENCH_CACHE", Path.home() / ".cache" / "vlbench")).expanduser()
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Content hash of a JSON-able object, independent of dict order."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+from vlbench.core import SIDES, SPLITS, RunSpec, TrainProtocol, VLBenchError, cache_dir, stable_hash  # noqa: F401 (re-exported)
 
 
 # ----------------------------------------------------------------------------- data
@@ -91,6 +74,15 @@ class DatasetSource(ABC):
     name: ClassVar[str]
     #: Whether positions are meaningful (left/right in captions): then no horizontal flips.
     flip_safe: ClassVar[bool] = True
+    #: Every option the data set takes, with its default; any other option is an error.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any):
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise VLBenchError(f"data set {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
+                               f"(options: {', '.join(self.defaults) or 'none'})")
+        self.options = {**self.defaults, **options}
 
     @abstractmethod
     def load(self, data_root: Path | None) -> ImageTextDataset:
@@ -110,6 +102,10 @@ class TextEncoder(ABC):
     @abstractmethod
     def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
         """Return float32 (len(captions), dim) embeddings, on the CPU."""
+
+    def weight_files(self) -> dict[str, Path]:
+        """{role: file} of the pretrained weights it loads, hashed into every record (none: random weights)."""
+        return {}
 
 
 class VLModel(nn.Module):
@@ -192,6 +188,10 @@ class Backbone(ABC):
     def prepare(self, progress: bool = True) -> None:
         """Fetch or compute what `build` needs (pretrained weights); idempotent and cached."""
 
+    def weight_files(self) -> dict[str, Path]:
+        """{role: file} of every pretrained weight file `build` loads (after `prepare`), text encoder included."""
+        return {f"text_encoder/{role}": path for role, path in self.text_encoder.weight_files().items()}
+
     #: The config option that sets the image encoder's LoRA rank (0: full fine-tuning), if any.
     lora_option: ClassVar[str | None] = None
 
@@ -223,24 +223,6 @@ class Pairs:
     def select(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Images and text features of the given pairs."""
         return self.images[self.pair_image[indices]], self.text_features[indices]
-
-
-@dataclass(frozen=True)
-class TrainProtocol:
-    """How a fresh model is trained: the same code trains experts and evaluation models."""
-
-    steps: int = 300
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    #: When a condensed set carries learned learning rates, train with them (and this momentum).
-    learned_lr_momentum: float = 0.0
-    version: str = "1"
-
-    @property
-    def id(self) -> str:
-        return f"v{self.version}-{stable_hash(dataclasses.asdict(self), 6)}"
 
 
 # ----------------------------------------------------------------------------- condensing
@@ -380,40 +362,11 @@ class Condenser(ABC):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
+        """SGD steps an evaluation model trains on this condenser's set: the protocol's fixed count."""
+        return protocol.steps
+
     @abstractmethod
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         """Return exactly `ctx.budget` pairs."""
 
-
-# ----------------------------------------------------------------------------- runs
-
-
-@dataclass
-class RunSpec:
-    """One benchmark run: condense once, train `evals` fresh models, evaluate on test."""
-
-    condenser: str
-    budget: int
-    dataset: str = "synthscenes"
-    backbone: str = "tinyvit-minilm"
-    data_root: str | None = None
-    evals: int = 5
-    seed: int = 0
-    condenser_options: dict[str, Any] = field(default_factory=dict)
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    protocol: TrainProtocol = field(default_factory=TrainProtocol)
-    device: str = "auto"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        d = dict(d)
-        if isinstance(d.get("protocol"), dict):
-            d["protocol"] = TrainProtocol(**d["protocol"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise VLBenchError(f"unknown run option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        return cls(**d)

@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vlbench.api import RunSpec, TrainProtocol, VLBenchError
+from vlbench.core import SPLITS, RunSpec, TrainProtocol, VLBenchError
 from vlbench.data_cli import add_data_commands
 from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.sweep_cli import add_sweep_commands
 
-DEFAULT_RESULTS = "results"
-RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "device")
+#: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
+DEFAULT_RESULTS = "runs"
+RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device")
+CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results"})
 
 
 def load_config(path: str | None) -> dict[str, Any]:
@@ -24,15 +28,40 @@ def load_config(path: str | None) -> dict[str, Any]:
         return {}
     try:
         config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise VLBenchError(f"cannot read config {path}: {str(e).splitlines()[0]}") from e
+    except OSError as e:
+        raise VLBenchError(f"cannot read config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise VLBenchError(f"cannot read config {path}{where}: {getattr(e, 'problem', None) or e}") from e
     if not isinstance(config, dict):
         raise VLBenchError(f"config {path} must be a mapping of option: value, got {type(config).__name__}")
+    unknown = set(config) - set(CONFIG_KEYS)
+    if unknown:
+        raise VLBenchError(f"config {path}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(CONFIG_KEYS)})")
     return config
 
 
+def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """`key=value` flags, each value read as YAML and typed by the option's default."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise VLBenchError(f"{what} option {item!r} must look like key=value")
+        if key not in defaults:
+            raise VLBenchError(f"{what} has no option {key!r} (options: {', '.join(sorted(defaults)) or 'none'})")
+        value, default = yaml.safe_load(text), defaults[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and not isinstance(value, type(default)):
+            raise VLBenchError(f"{what} option {key}={text!r}: expected {type(default).__name__} like its default {default!r}")
+        out[key] = value
+    return out
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, str]:
-    """Merge defaults, the YAML config and the flags (flags win) into a RunSpec."""
+    """Merge defaults, the YAML config and the flags (flags win) into a checked RunSpec, before any work."""
     config = load_config(args.config)
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
     for flag in RUN_FLAGS:
@@ -49,7 +78,25 @@ def spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, str]:
         config["protocol"] = TrainProtocol(**protocol)
     except TypeError as e:
         raise VLBenchError(f"bad protocol option: {e}") from e
-    return RunSpec.from_dict(config), results
+    spec = RunSpec.from_dict(config)
+    if args.option or args.backbone_opt:
+        spec = _with_assignments(spec, args.option, args.backbone_opt)
+    return spec, results
+
+
+def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[str]) -> RunSpec:
+    from vlbench.plugins import registry
+
+    reg = registry()
+    fields = dataclasses.fields(reg.get("condenser", spec.condenser).Config)
+    condenser_defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                          for f in fields}
+    backbone_defaults = reg.get("backbone", spec.backbone).defaults
+    return dataclasses.replace(
+        spec,
+        condenser_options={**spec.condenser_options, **parse_assignments(options, condenser_defaults, f"condenser {spec.condenser!r}")},
+        backbone_options={**spec.backbone_options, **parse_assignments(backbone_options, backbone_defaults, f"backbone {spec.backbone!r}")},
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -62,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = run(spec, results)
     m = record["metrics"]
     print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}: "
-          f"mean recall {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
+          f"mean recall on {spec.split} {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
           f"(record: {results}/records/{record['run_id']}.json)")
     return 0
 
@@ -83,7 +130,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from vlbench.leaderboard import write_leaderboard
 
     output = Path(args.output) if args.output else None
-    text = write_leaderboard(Path(args.results), output, args.format)
+    text = write_leaderboard(Path(args.results), output, args.format, split=args.split)
     print(text if args.format == "md" else f"wrote {output or Path(args.results) / f'LEADERBOARD.{args.format}'}")
     return 0
 
@@ -91,6 +138,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlbench", description="Vision-language dataset condensation benchmark.")
     add_strict_flag(parser)
+    parser.add_argument("--traceback", action="store_true", help="print the full trace of an error, not one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="condense, train fresh models, evaluate, record")
@@ -101,16 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
     run.add_argument("--evals", type=int, help="number of fresh evaluation models (seeds 0..K-1)")
     run.add_argument("--seed", type=int, help="condensing seed")
+    run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                     help="print the full trace of an error (a failing plugin, say), not one line")
+    run.add_argument("--split", choices=SPLITS, help="split to evaluate on: test (default; report) or val (choose)")
+    run.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a condenser option (repeatable), typed by its default; see `vlbench list`")
+    run.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
+                     help="a backbone option (repeatable), typed by its default")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--config", help="YAML file with any of these options (flags override it)")
-    run.add_argument("--results", help=f"results directory (default: {DEFAULT_RESULTS})")
+    run.add_argument("--results", help=f"results directory (default: {DEFAULT_RESULTS}/; the committed board is results/)")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="list the registered condensers, backbones and data sets")
     lst.set_defaults(func=cmd_list)
 
     board = sub.add_parser("leaderboard", help="render the leaderboard (markdown, CSV, JSON or HTML page) from the records")
-    board.add_argument("--results", default=DEFAULT_RESULTS, help="results directory")
+    board.add_argument("--results", default="results", help="results directory (default: results, the committed board)")
+    board.add_argument("--split", choices=SPLITS, default="test",
+                       help="records of which evaluation split (default: test; val records are for choosing only)")
     board.add_argument("--output", help="file to write (default: RESULTS/LEADERBOARD.<format>)")
     board.add_argument("--format", choices=FORMATS, default="md",
                        help="markdown tables, CSV or JSON rows, or an HTML page with plots (default: md)")
@@ -128,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         apply_strict_flag(args)
         return args.func(args)
     except VLBenchError as e:
+        if getattr(args, "traceback", False):
+            traceback.print_exception(e)
         print(f"vlbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -64,6 +64,10 @@ class SentenceTransformerEncoder(TextEncoder):
             self._model = SentenceTransformer(self.path, device="cpu", local_files_only=True)
         return self._model
 
+    def weight_files(self) -> dict[str, Path]:
+        root = Path(self.path)
+        return {str(f.relative_to(root)): f for f in sorted(root.rglob("*.safetensors"))}
+
     @torch.no_grad()
     def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
         out = self._load().encode(

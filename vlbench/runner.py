@@ -1,14 +1,14 @@
-"""RunSpec -> condense (cached) -> train fresh models -> evaluate on test -> one record."""
+"""RunSpec -> condense (validated, cached) -> train fresh models -> evaluate on the asked split -> one record."""
 from __future__ import annotations
 
 import functools
 import platform
 import resource
+import shutil
 import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -16,11 +16,13 @@ import torch
 from tqdm import tqdm
 
 import vlbench
+from vlbench import costs, validation
 from vlbench.api import (
     Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, RunSpec, VLBenchError, VLModel,
     cache_dir, stable_hash,
 )
 from vlbench.data.transforms import train_augment
+from vlbench.provenance import package_versions, portable_path, source_commit, weight_hashes
 from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
@@ -28,7 +30,9 @@ from vlbench.results import ResultsStore, new_run_id
 from vlbench.storage import atomic_save_tensors, file_lock
 from vlbench.train import TrainData, evaluate, train
 
-PACKAGES = ("torch", "torchvision", "timm", "peft", "open_clip_torch", "transformers", "sentence-transformers", "numpy")
+
+class PluginError(VLBenchError):
+    """A plugin failed or broke the contract; one line names it, `--traceback` shows the cause."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,16 +62,6 @@ def stage(stages: dict[str, dict[str, Any]], name: str, device: torch.device) ->
     stages[name] = info
 
 
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def _load_state(model: VLModel, path: Path) -> VLModel:
     from safetensors.torch import load_file
 
@@ -88,8 +82,8 @@ class Run:
         self.condenser_cls: type[Condenser] = self.plugins.get("condenser", spec.condenser)
         self.condenser = self.condenser_cls(**spec.condenser_options)
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
-        self.source = self.plugins.get("dataset", spec.dataset)()
-        self.augment = train_augment(self.source.flip_safe)
+        self.source = self.plugins.get("dataset", spec.dataset)(**spec.dataset_options)
+        self.augment = train_augment(self.source.flip_safe) if spec.protocol.augment else None
         self.stages: dict[str, dict[str, Any]] = {}
 
     @functools.cached_property
@@ -108,10 +102,10 @@ class Run:
         return self.source.load(root)
 
     def load_pairs(self, dataset: ImageTextDataset) -> tuple[Pairs, Pairs]:
-        """Train and test pairs; prepares the backbone and caches text features on first use."""
+        """Train pairs and the pairs of the evaluation split; prepares the backbone and caches text features."""
         self.backbone.prepare(progress=self.progress)
         return (load_pairs(dataset, "train", self.backbone, self.progress),
-                load_pairs(dataset, "test", self.backbone, self.progress))
+                load_pairs(dataset, self.spec.split, self.backbone, self.progress))
 
     def check_budget(self, dataset: ImageTextDataset) -> None:
         train_size = dataset.split("train").num_pairs
@@ -128,8 +122,13 @@ class Run:
         return dataset.split("train").num_pairs if self.condenser_cls.trains_on_full_data else self.spec.budget
 
     def run_key(self, dataset: ImageTextDataset) -> str:
-        """The run's identity in the results store (a sweep skips a run whose key has a record)."""
-        return stable_hash({**self.spec.to_dict(), "budget": self.recorded_budget(dataset)})
+        """The run's identity in the results store (a sweep skips a run whose key has a record).
+
+        The condenser's effective config is part of it (two configs of a method are two runs); where
+        the data lives is not (the data set's fingerprint is).
+        """
+        return stable_hash({**self.spec.to_dict(), "data_root": None, "budget": self.recorded_budget(dataset),
+                            "condenser_config": self.condenser.config_dict()})
 
     # Shared stages: cached work that many runs reuse; a condenser names the ones it uses in
     # `Condenser.requires`, so that a sweep can compute each distinct one once, before the runs.
@@ -164,10 +163,12 @@ class Run:
         model = self.backbone.build(seed, self.device)
         with file_lock(path.with_suffix(".lock")):  # concurrent runs wait for one training run
             if path.exists():
+                costs.reusing("reference_model", path)
                 return _load_state(model, path)
             self.log(f"training a full-data reference model (seed {seed}; cached in {path.parent})")
-            self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
-            _save_state(model, path)
+            with costs.building("reference_model", path):
+                self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
+                _save_state(model, path)
         return model
 
     def condense_key(self, dataset: ImageTextDataset) -> str:
@@ -190,62 +191,104 @@ class Run:
             reference_model=lambda seed: self.reference_model(dataset, train_pairs, seed),
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        condensed = self.condenser.condense(ctx)
-        if len(condensed) != self.spec.budget:
-            raise VLBenchError(f"condenser {self.spec.condenser!r} returned {len(condensed)} pairs for budget {self.spec.budget}")
-        condensed.meta.update(condenser=self.spec.condenser, config=self.condenser.config_dict(), key=key)
+        start = time.perf_counter()
+        with costs.collecting(self.run_key(dataset)) as shared:
+            condensed = self._call_condenser(ctx)
+        self.validate(condensed, dataset)
+        condensed.meta.update(condenser=self.spec.condenser, config=self.condenser.config_dict(), key=key,
+                              cost={"own_s": round(time.perf_counter() - start, 3), "shared": shared})
         condensed.save(path)
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resume state is scratch once the set is saved
         return condensed, key, path, False
 
-    def _train(self, model: VLModel, data: TrainData, seed: int, lrs: dict[str, float] | None, label: str) -> None:
-        with tqdm(total=self.spec.protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
-            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, device=self.device, augment=self.augment,
-                  progress=bar.update)
+    def _call_condenser(self, ctx: CondenseContext) -> CondensedSet:
+        """condense(); a failure is one line naming the plugin, and leaves no resume state behind."""
+        try:
+            return self.condenser.condense(ctx)
+        except KeyboardInterrupt:
+            raise  # an interrupted condense resumes from its work dir
+        except VLBenchError:
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
+            raise
+        except Exception as e:
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
+            raise PluginError(f"condenser {self.spec.condenser!r} ({self._distribution()}) failed: "
+                              f"{type(e).__name__}: {e} (rerun with --traceback for the trace)") from e
+
+    def _distribution(self) -> str:
+        origin = self.plugins.provenance("condenser", self.spec.condenser)
+        return f"from {origin['distribution']} {origin['version']}"
+
+    def validate(self, condensed: CondensedSet, dataset: ImageTextDataset) -> None:
+        """Refuse a set that breaks the contract before anything caches or trains on it."""
+        try:
+            validation.check_condensed(
+                condensed, budget=self.spec.budget, declared_extras=self.condenser_cls.extras,
+                image_size=self.backbone.image_size, text_dim=self.backbone.text_encoder.dim,
+                num_train=dataset.split("train").num_pairs, normalization=self.backbone.normalization)
+        except validation.InvalidSet as e:
+            raise PluginError(f"condenser {self.spec.condenser!r} ({self._distribution()}) returned an invalid set: {e}; "
+                              "nothing was cached") from e
+
+    def _train(self, model: VLModel, data: TrainData, seed: int, lrs: dict[str, float] | None, label: str,
+               steps: int | None = None) -> None:
+        total = self.spec.protocol.steps if steps is None else steps
+        with tqdm(total=total, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
+            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, steps=total, device=self.device,
+                  augment=self.augment, progress=bar.update)
+
+    def eval_seeds(self) -> list[int]:
+        """Seeds of the evaluation models. Nothing is condensed for the full-data reference, so there the
+        condensing seed picks other evaluation models instead (seeds 0..K-1 for seed 0, K..2K-1 for 1, ...)."""
+        offset = self.spec.seed * self.spec.evals if self.condenser_cls.trains_on_full_data else 0
+        return list(range(offset, offset + self.spec.evals))
 
     def execute(self) -> dict[str, Any]:
-        spec = self.spec
         with stage(self.stages, "prepare", self.device):
-            dataset, train_pairs, test_pairs = self.load_data()
+            dataset, train_pairs, eval_pairs = self.load_data()
         with stage(self.stages, "condense", self.device) as info:
             if self.condenser_cls.trains_on_full_data:
-                spec.budget = self.recorded_budget(dataset)
                 data, lrs = TrainData.from_pairs(train_pairs), None
                 n_bytes = train_pairs.images.nbytes + train_pairs.text_features.nbytes
                 condensed_info = {"key": None, "path": None, "num_pairs": len(train_pairs), "storage_bytes": n_bytes,
-                                  "extra_bytes": 0, "learned_lrs": None}
+                                  "extra_bytes": 0, "learned_lrs": None, "cost": {"own_s": 0.0, "shared": []}}
                 info["cached"] = False
             else:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
                 data, lrs = TrainData.from_condensed(condensed.images, condensed.text_features), condensed.learned_lrs
-                condensed_info = {"key": key, "path": str(path), "num_pairs": len(condensed),
+                condensed_info = {"key": key, "path": portable_path(path), "num_pairs": len(condensed),
                                   "storage_bytes": condensed.storage_bytes, "extra_bytes": condensed.extra_bytes,
-                                  "learned_lrs": lrs}
-        seeds = list(range(spec.evals))
-        per_seed = []
+                                  "learned_lrs": lrs, "cost": condensed.meta.get("cost")}
+        steps = self.condenser.evaluation_steps(len(data), self.spec.protocol)
+        seeds, per_seed = self.eval_seeds(), []
         with stage(self.stages, "evaluate", self.device):
-            for seed in seeds:
+            for k, seed in enumerate(seeds):
                 model = self.backbone.build(seed, self.device)
-                self._train(model, data, seed, lrs, f"eval model {seed + 1}/{len(seeds)}")
-                per_seed.append(evaluate(model, test_pairs, self.device))
-                self.log(f"eval model {seed + 1}/{len(seeds)}: mean recall {per_seed[-1]['mean']:.1f}")
-        return self.record(dataset, condensed_info, seeds, per_seed)
+                self._train(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", steps)
+                per_seed.append(evaluate(model, eval_pairs, self.device))
+                self.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {self.spec.split} {per_seed[-1]['mean']:.1f}")
+        return self.record(dataset, condensed_info, seeds, per_seed, steps)
 
-    def record(self, dataset: ImageTextDataset, condensed: dict, seeds: list[int], per_seed: list[dict]) -> dict[str, Any]:
+    def record(self, dataset: ImageTextDataset, condensed: dict, seeds: list[int], per_seed: list[dict],
+               steps: int) -> dict[str, Any]:
         spec = self.spec
         run_key = self.run_key(dataset)
-        protocol = spec.to_dict()["protocol"]
+        spec_dict = {**spec.to_dict(), "data_root": None, "budget": self.recorded_budget(dataset)}
         return {
-            "schema": 1,
+            "schema": 2,
             "run_id": new_run_id(run_key),
             "run_key": run_key,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # sub-second: newest wins
-            "spec": spec.to_dict(),
-            "condenser": {**self.plugins.provenance("condenser", spec.condenser), "config": self.condenser.config_dict()},
+            "spec": spec_dict,
+            "split": spec.split,
+            "condenser": {**self.plugins.provenance("condenser", spec.condenser), "config": self.condenser.config_dict(),
+                          "config_hash": stable_hash(self.condenser.config_dict(), 6),
+                          "reference": self.condenser_cls.trains_on_full_data},
             "backbone": {**self.plugins.provenance("backbone", spec.backbone), "id": self.backbone.id,
-                         "config": self.backbone.config},
+                         "config": self.backbone.config, "weights_sha256": weight_hashes(self.backbone.weight_files())},
             "dataset": {**self.plugins.provenance("dataset", spec.dataset), "fingerprint": dataset.fingerprint},
-            "protocol": {"id": spec.protocol.id, **protocol},
-            "budget": spec.budget,
+            "protocol": {"id": spec.protocol.id, **spec_dict["protocol"], "eval_steps": steps},
+            "budget": self.recorded_budget(dataset),
             "condensed": condensed,
             "seeds": seeds,
             "metrics": {"per_seed": per_seed, **summarize(per_seed)},
@@ -255,6 +298,7 @@ class Run:
             "packages": package_versions(),
             "python": platform.python_version(),
             "vlbench_version": vlbench.__version__,
+            "source": source_commit(),
         }
 
 

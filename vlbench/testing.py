@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from vlbench import validation
 from vlbench.api import (
-    SIDES, Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, TrainProtocol, VLBenchError,
+    Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, TrainProtocol, VLBenchError,
     VLModel, cache_dir,
 )
 from vlbench.plugins import check_plugin_class, registry
@@ -41,7 +42,6 @@ RULES = {
     "no-mutation": "the input data set is left unchanged and shares no memory with the result",
     "budget-too-large": "a budget above the number of training pairs raises VLBenchError naming the numbers",
 }
-KNOWN_EXTRAS = frozenset({"learned_lrs", "soft_targets"})
 KNOWN_STAGES = frozenset({"reference_model"})  # what the runner can share between runs (Run.shared_stages)
 DEFAULT_BACKBONE = ("tinyvit-minilm", {"pretrained": None})  # random init: nothing to pretrain
 #: Trains the reference model a condenser may ask for: a few steps, enough to be a real model.
@@ -197,34 +197,11 @@ class _Trial:
             raise _Broken(f"asked for {self.budget} pairs, got {len(self.result)}")
 
     def check_shapes(self) -> None:
-        r, n = self.result, len(self.result)
-        size, dim = self.data.backbone.image_size, self.data.backbone.text_encoder.dim
-        self._float_tensor("images", r.images, (n, 3, size, size))
-        self._float_tensor("text_features", r.text_features, (n, dim))
-        if r.soft_targets is not None:
-            self._float_tensor("soft_targets", r.soft_targets, (n, n))
-        if r.learned_lrs is not None:
-            if not isinstance(r.learned_lrs, dict) or set(r.learned_lrs) != set(SIDES):
-                raise _Broken(f"learned_lrs must be a dict with keys {', '.join(SIDES)}, got {r.learned_lrs!r}")
-            for side, lr in r.learned_lrs.items():
-                if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
-                    raise _Broken(f"learned_lrs[{side!r}] must be a positive Python float, got {lr!r}")
-        if r.source_indices is not None:
-            idx = r.source_indices
-            if idx.dtype != torch.long or idx.shape != (n,):
-                raise _Broken(f"source_indices must be int64 of shape ({n},), got {idx.dtype} {tuple(idx.shape)}")
-            if n and not (0 <= int(idx.min()) and int(idx.max()) < len(self.ctx.train)):
-                raise _Broken(f"source_indices must lie in [0, {len(self.ctx.train)}), got {idx.min()}..{idx.max()}")
-
-    @staticmethod
-    def _float_tensor(name: str, t: Any, shape: tuple[int, ...]) -> None:
-        if not isinstance(t, Tensor) or t.dtype != torch.float32 or tuple(t.shape) != shape:
-            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-            raise _Broken(f"{name} must be float32 of shape {shape}, got {got}")
-        if t.requires_grad:
-            raise _Broken(f"{name} requires grad: return .detach()ed tensors")
-        if not torch.isfinite(t).all():
-            raise _Broken(f"{name} holds NaN or infinite values")
+        try:
+            validation.check_shapes(self.result, self.data.backbone.image_size, self.data.backbone.text_encoder.dim,
+                                    len(self.ctx.train))
+        except validation.InvalidSet as e:
+            raise _Broken(str(e)) from None
 
     def check_provenance(self) -> None:
         r = self.result
@@ -236,13 +213,10 @@ class _Trial:
                 raise _Broken(f"pair {k} claims training pair {int(r.source_indices[k])} as its source but differs from it")
 
     def check_extras(self) -> None:
-        unknown = set(self.cls.extras) - KNOWN_EXTRAS
-        if unknown:
-            raise _Broken(f"declares unknown extras {sorted(unknown)} (known: {', '.join(sorted(KNOWN_EXTRAS))})")
-        used = {name for name in KNOWN_EXTRAS if getattr(self.result, name) is not None}
-        if used - set(self.cls.extras):
-            raise _Broken(f"stores {', '.join(sorted(used - set(self.cls.extras)))} without declaring it: "
-                          f"set `extras = frozenset({sorted(used)})` on the class")
+        try:
+            validation.check_extras(self.result, self.cls.extras)
+        except validation.InvalidSet as e:
+            raise _Broken(str(e)) from None
 
     def check_requires(self) -> None:
         unknown = set(self.cls.requires) - KNOWN_STAGES

@@ -28,12 +28,14 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float) -> Tensor
 def make_optimizer(
     model: VLModel, protocol: TrainProtocol, learned_lrs: dict[str, float] | None = None
 ) -> torch.optim.SGD:
-    """SGD with one parameter group per side; learned per-side lrs replace the protocol's lr."""
+    """SGD with one parameter group per side; learned lrs replace the protocol's lr (per side, or the
+    image lr for both sides when `protocol.learned_lr_sides == "image"`, as the official code does)."""
     momentum = protocol.momentum if learned_lrs is None else protocol.learned_lr_momentum
     groups = []
     for side, params in model.trainable_by_side().items():
         if params:
-            lr = protocol.lr if learned_lrs is None else float(learned_lrs[side])
+            lr_side = "image" if protocol.learned_lr_sides == "image" else side
+            lr = protocol.lr if learned_lrs is None else float(learned_lrs[lr_side])
             groups.append({"params": list(params.values()), "lr": lr, "name": side})
     return torch.optim.SGD(groups, lr=protocol.lr, momentum=momentum, weight_decay=protocol.weight_decay)
 
@@ -87,7 +89,7 @@ def train(
 ) -> VLModel:
     """Train `model` in place for `steps` (default: protocol.steps) SGD steps.
 
-    Batch order and augmentation draw from a generator seeded with `seed` alone; `augment(pixels,
+    Batch order, augmentation and dropout draw from generators seeded with `seed` alone; `augment(pixels,
     generator)` gets each batch already on `device`. On CUDA the forward runs under bf16 autocast.
     `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
     """
@@ -98,23 +100,26 @@ def train(
     total = protocol.steps if steps is None else steps
     batch_size = min(protocol.batch_size, len(data))
     steps_per_epoch = -(-len(data) // batch_size)
-    for step, idx in zip(range(total), batches(len(data), batch_size, generator)):
-        pixels = data.images[data.pair_image[idx]].to(device)
-        if augment is not None:
-            pixels = augment(pixels, generator)
-        with autocast(device):
-            image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
-        loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress is not None:
-            progress(1)
-        if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
-            on_epoch_end((step + 1) // steps_per_epoch, model)
-            model.train()  # the callback may have evaluated the model
+    # Dropout draws from the global RNG: seed it too, and give the caller's RNG back untouched.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for step, idx in zip(range(total), batches(len(data), batch_size, generator)):
+            pixels = data.images[data.pair_image[idx]].to(device)
+            if augment is not None:
+                pixels = augment(pixels, generator)
+            with autocast(device):
+                image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
+            loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if progress is not None:
+                progress(1)
+            if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
+                on_epoch_end((step + 1) // steps_per_epoch, model)
+                model.train()  # the callback may have evaluated the model
     return model
 
 

@@ -1,0 +1,120 @@
+"""The torch-free core: errors, hashing, the cache root, the training protocol and the run spec.
+
+Everything here imports only the standard library, so that `vlbench --help`, `vlbench leaderboard`
+and `vlbench sweep --dry-run` answer without loading torch. `vlbench.api` re-exports all of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIDES = ("image", "text")
+SPLITS = ("test", "val")
+
+
+class VLBenchError(Exception):
+    """An error caused by user input; the CLI prints its message as one line."""
+
+
+def cache_dir() -> Path:
+    """Root of everything vlbench derives (data, embeddings, weights, condensed sets)."""
+    return Path(os.environ.get("VLBENCH_CACHE", Path.home() / ".cache" / "vlbench")).expanduser()
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Content hash of a JSON-able object, independent of dict order."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _check_types(obj: Any, types: dict[str, type | tuple[type, ...]], what: str) -> None:
+    """One line per mistyped option (a YAML `budget: "abc"` must not become a traceback later)."""
+    for name, expected in types.items():
+        value = getattr(obj, name)
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, float))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, name, float(value))  # YAML writes 1e-2 as a string but 1 as an int
+            ok = True
+        if not ok:
+            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            raise VLBenchError(f"{what} option {name!r} must be {names}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainProtocol:
+    """How a fresh model is trained: the same code trains experts and evaluation models."""
+
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    #: When a condensed set carries learned learning rates, train with them (and this momentum).
+    learned_lr_momentum: float = 0.0
+    #: Random-resized crop + flip on flip-safe photo data sets (the official code: none on condensed sets).
+    augment: bool = True
+    #: "per_side": each side trains at its own learned lr; "image": both at the image lr (the official code).
+    learned_lr_sides: str = "per_side"
+    version: str = "2"
+
+    def __post_init__(self):
+        _check_types(self, {"steps": int, "batch_size": int, "lr": float, "momentum": float, "weight_decay": float,
+                            "learned_lr_momentum": float, "augment": bool, "learned_lr_sides": str, "version": str},
+                     "protocol")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise VLBenchError("protocol steps and batch_size must be >= 1 and lr > 0")
+        if self.learned_lr_sides not in ("per_side", "image"):
+            raise VLBenchError(f"protocol learned_lr_sides must be 'per_side' or 'image', got {self.learned_lr_sides!r}")
+
+    @property
+    def id(self) -> str:
+        return f"v{self.version}-{stable_hash(dataclasses.asdict(self), 6)}"
+
+
+@dataclass
+class RunSpec:
+    """One benchmark run: condense once, train `evals` fresh models, evaluate on `split`."""
+
+    condenser: str
+    budget: int
+    dataset: str = "synthscenes"
+    backbone: str = "tinyvit-minilm"
+    data_root: str | None = None
+    evals: int = 5
+    seed: int = 0
+    split: str = "test"
+    condenser_options: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    protocol: TrainProtocol = field(default_factory=TrainProtocol)
+    device: str = "auto"
+
+    def __post_init__(self):
+        _check_types(self, {"condenser": str, "budget": int, "dataset": str, "backbone": str, "data_root": (str, type(None)),
+                            "evals": int, "seed": int, "split": str, "condenser_options": dict, "backbone_options": dict,
+                            "dataset_options": dict, "protocol": TrainProtocol, "device": str}, "run")
+        if self.evals < 1:
+            raise VLBenchError(f"evals must be at least 1 (the number of evaluation models), got {self.evals}")
+        if self.seed < 0:
+            raise VLBenchError(f"seed must be >= 0, got {self.seed}")
+        if self.split not in SPLITS:
+            raise VLBenchError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        if isinstance(d.get("protocol"), dict):
+            d["protocol"] = TrainProtocol(**d["protocol"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise VLBenchError(f"unknown run option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        return cls(**d)

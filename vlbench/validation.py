@@ -1,0 +1,83 @@
+"""The checks every condensed set passes before it is cached or trained on.
+
+Shared by the runner (a bad set is an error naming the plugin, and is never cached) and by the
+conformance kit (`vlbench.testing`), so that the two cannot disagree about what a valid set is.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vlbench.api import SIDES, CondensedSet
+
+KNOWN_EXTRAS = frozenset({"learned_lrs", "soft_targets"})
+#: Slack for pixels at the edge of the valid range (float error of normalise/denormalise round trips).
+PIXEL_SLACK = 1e-4
+
+
+class InvalidSet(ValueError):
+    """A condensed set breaks the contract; the message says how, in one line."""
+
+
+def _float_tensor(name: str, t: Any, shape: tuple[int, ...]) -> None:
+    if not isinstance(t, Tensor) or t.dtype != torch.float32 or tuple(t.shape) != shape:
+        got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+        raise InvalidSet(f"{name} must be float32 of shape {shape}, got {got}")
+    if t.requires_grad:
+        raise InvalidSet(f"{name} requires grad: return .detach()ed tensors")
+    if not torch.isfinite(t).all():
+        raise InvalidSet(f"{name} holds NaN or infinite values")
+
+
+def check_shapes(cs: CondensedSet, image_size: int, text_dim: int, num_train: int) -> None:
+    """Images (N, 3, S, S) and text (N, d) finite float32; extras well-formed; source indices in range."""
+    n = len(cs)
+    _float_tensor("images", cs.images, (n, 3, image_size, image_size))
+    _float_tensor("text_features", cs.text_features, (n, text_dim))
+    if cs.soft_targets is not None:
+        _float_tensor("soft_targets", cs.soft_targets, (n, n))
+    if cs.learned_lrs is not None:
+        if not isinstance(cs.learned_lrs, dict) or set(cs.learned_lrs) != set(SIDES):
+            raise InvalidSet(f"learned_lrs must be a dict with keys {', '.join(SIDES)}, got {cs.learned_lrs!r}")
+        for side, lr in cs.learned_lrs.items():
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+                raise InvalidSet(f"learned_lrs[{side!r}] must be a positive Python float, got {lr!r}")
+    if cs.source_indices is not None:
+        idx = cs.source_indices
+        if idx.dtype != torch.long or idx.shape != (n,):
+            raise InvalidSet(f"source_indices must be int64 of shape ({n},), got {idx.dtype} {tuple(idx.shape)}")
+        if n and not (0 <= int(idx.min()) and int(idx.max()) < num_train):
+            raise InvalidSet(f"source_indices must lie in [0, {num_train}), got {idx.min()}..{idx.max()}")
+
+
+def check_extras(cs: CondensedSet, declared: frozenset[str]) -> None:
+    unknown = set(declared) - KNOWN_EXTRAS
+    if unknown:
+        raise InvalidSet(f"declares unknown extras {sorted(unknown)} (known: {', '.join(sorted(KNOWN_EXTRAS))})")
+    used = {name for name in KNOWN_EXTRAS if getattr(cs, name) is not None}
+    if used - set(declared):
+        raise InvalidSet(f"stores {', '.join(sorted(used - set(declared)))} without declaring it: "
+                         f"set `extras = frozenset({sorted(used)})` on the class")
+
+
+def check_pixel_range(cs: CondensedSet, normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    """Pixels must be images: inside the normalised image of [0, 1] under the backbone's (mean, std)."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalization)
+    low, high = (0 - mean) / std, (1 - mean) / std
+    below = (low - cs.images).amax().item()
+    above = (cs.images - high).amax().item()
+    if max(below, above) > PIXEL_SLACK * float(1 / std.min()):
+        raise InvalidSet(f"pixels leave the valid image range by {max(below, above):.3g} (normalised units); "
+                         "clamp them to the normalised [0, 1] range of the backbone")
+
+
+def check_condensed(cs: CondensedSet, *, budget: int, declared_extras: frozenset[str], image_size: int, text_dim: int,
+                    num_train: int, normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    """Every check, in order; raises InvalidSet with the first problem."""
+    if len(cs) != budget:
+        raise InvalidSet(f"returned {len(cs)} pairs for budget {budget}")
+    check_shapes(cs, image_size, text_dim, num_train)
+    check_extras(cs, declared_extras)
+    check_pixel_range(cs, normalization)
