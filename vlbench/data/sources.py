@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from vlbench.api import DatasetSource, ImageTextDataset, VLBenchError
 from vlbench.data.blip import blip_entries
@@ -28,8 +28,9 @@ class Annotations:
     image_dir: Path  # annotation image paths are relative to it
     entries: list[Entry]
 
-    def build(self, name: str, root: Path, require_images: bool = True) -> ImageTextDataset:
-        return build_dataset(name, self.entries, self.image_dir, self.files, root=root, require_images=require_images)
+    def build(self, name: str, root: Path, require_images: bool = True, cleaning: str = "vlbench") -> ImageTextDataset:
+        return build_dataset(name, self.entries, self.image_dir, self.files, root=root, require_images=require_images,
+                             cleaning=cleaning)
 
 
 class KarpathySource(DatasetSource):
@@ -39,6 +40,8 @@ class KarpathySource(DatasetSource):
     karpathy_image_dir: ClassVar[str]  # where its (filepath/)filename paths start, under the root
     blip_files: ClassVar[dict[str, str]]  # split -> BLIP-style file; their image paths start at the root
     expected_images: ClassVar[dict[str, int]]  # images per split of the standard Karpathy split
+    #: caption_cleaning: "vlbench" (all punctuation stripped) or "official" (the official code's pre_caption)
+    defaults: ClassVar[dict[str, Any]] = {"caption_cleaning": "vlbench"}
 
     def annotations(self, data_root: Path | None) -> Annotations:
         root = self._root(data_root)
@@ -56,7 +59,7 @@ class KarpathySource(DatasetSource):
 
     def load(self, data_root: Path | None) -> ImageTextDataset:
         root = self._root(data_root)
-        dataset = self.annotations(root).build(self.name, root)
+        dataset = self.annotations(root).build(self.name, root, cleaning=self.options["caption_cleaning"])
         for problem in size_mismatches(dataset, self.expected_images):
             print(f"vlbench: warning: {problem}: results are not comparable to published ones "
                   f"(`vlbench data check {self.name}` lists what is wrong)", file=sys.stderr)
