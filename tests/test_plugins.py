@@ -64,10 +64,81 @@ def install_broken(site):
 
 def test_builtins_come_through_entry_points():
     reg = Registry()
-    assert {"random", "full"} <= set(reg.names("condenser"))
+    assert {"random", "full", "tm", "tm-lora"} <= set(reg.names("condenser"))
     assert "tinyvit-minilm" in reg.names("backbone")
     assert "synthscenes" in reg.names("dataset")
     assert reg.provenance("condenser", "random")["distribution"] == "vlbench"
+    assert reg.get("condenser", "tm-lora").__name__ == "LoRATrajectoryMatching"
+
+
+# A light module naming its condenser by import path, as plugins/builtin.py does.
+LAZY = """
+from vlbench import hookimpl
+
+@hookimpl
+def register_condensers(register):
+    register("vlb_lazy_heavy:FirstPairs", name="lazy")
+"""
+
+
+# What `vlbench list` and `vlbench plugins` do, then which heavy modules were imported.
+LISTING = """
+import sys
+from vlbench.plugins import registry
+from vlbench.plugin_cli import cmd_plugins
+reg = registry()
+for kind in ("condenser", "backbone", "dataset"):
+    for name in reg.names(kind):
+        reg.provenance(kind, name)
+cmd_plugins(type("Args", (), {"json": False, "check": False})())
+heavy = ("torch", "peft", "timm", "transformers", "vlbench_plugins.tm", "vlb_lazy_heavy")
+print("IMPORTED", sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_listing_plugins_imports_none_of_them(site):
+    install_dist(site, "vlbench-lazy", {"vlb_lazy": LAZY, "vlb_lazy_heavy": CONDENSER.format(name="lazy")},
+                 {"lazy": "vlb_lazy"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", LISTING], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "vlbench-lazy" in done.stdout and "condenser lazy" in done.stdout
+    assert done.stdout.splitlines()[-1] == "IMPORTED []"
+
+
+def test_a_name_registered_by_import_path_is_imported_on_first_use(site):
+    install_dist(site, "vlbench-lazy", {"vlb_lazy": LAZY, "vlb_lazy_heavy": CONDENSER.format(name="lazy")},
+                 {"lazy": "vlb_lazy"})
+    reg = Registry()
+    assert "lazy" in reg.names("condenser")
+    assert reg.provenance("condenser", "lazy") == {"name": "lazy", "distribution": "vlbench-lazy", "version": "1.0"}
+    assert "vlb_lazy_heavy" not in sys.modules
+    cls = reg.get("condenser", "lazy")
+    assert cls.__module__ == "vlb_lazy_heavy" and reg.get("condenser", "lazy") is cls
+
+
+@pytest.mark.parametrize("heavy, error", [
+    ("import no_such_module_anywhere\n", r"condenser 'lazy' \(vlbench-lazy 1.0, vlb_lazy_heavy:FirstPairs\) "
+                                          r"cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_anywhere'$"),
+    ("X = 1\n", "cannot be loaded: AttributeError"),
+    (CONDENSER.format(name="other"), r"vlb_lazy_heavy:FirstPairs\) is a class named 'other'$"),
+])
+def test_a_broken_import_path_fails_only_its_name(site, heavy, error, capsys):
+    install_dist(site, "vlbench-lazy", {"vlb_lazy": LAZY, "vlb_lazy_heavy": heavy}, {"lazy": "vlb_lazy"})
+    reg = Registry()
+    with pytest.raises(PluginError, match=error):
+        reg.get("condenser", "lazy")
+    assert reg.get("condenser", "random").__name__ == "RandomPairs"
+    assert run_plugin_cli(["plugins", "--check"]) == 1
+    assert f"check failed: condenser 'lazy' (vlbench-lazy 1.0" in capsys.readouterr().out
+
+
+def test_an_import_path_without_a_name_is_refused(site, capsys):
+    source = LAZY.replace(', name="lazy"', "")
+    install_dist(site, "vlbench-noname", {"vlb_noname": source}, {"noname": "vlb_noname"})
+    Registry()
+    assert ("register_condensers raised PluginError: register() for condensers got 'vlb_lazy_heavy:FirstPairs': "
+            "give a class, or an import path 'module:Class' and the name it registers (name=...)") in capsys.readouterr().err
 
 
 def test_third_party_entry_point_is_discovered(site):
@@ -138,17 +209,54 @@ def test_process_wide_registry_reports_a_failure_once(site, capsys):
     assert capsys.readouterr().err.count("vlbench-broken") == 1
 
 
-def test_name_collision_names_both_distributions(site):
-    first_pairs(site, dist="vlbench-copycat", name="random")
-    with pytest.raises(PluginError, match="'random' is registered by both vlbench and vlbench-copycat"):
-        Registry()
+def test_name_collision_makes_only_that_name_unavailable(site, capsys):
+    install_dist(site, "vlbench-copycat", {"vlb_copycat": CONDENSER.format(name="random").replace(
+        "register(FirstPairs)", "register(FirstPairs); register(Own)").replace(
+        "@hookimpl", "class Own(FirstPairs):\n    name = 'own'\n\n@hookimpl")}, {"copycat": "vlb_copycat"})
+    reg = Registry()
+    assert capsys.readouterr().err.splitlines() == [
+        "vlbench: condenser name 'random' is registered by vlbench and vlbench-copycat, so neither is used; keep "
+        "vlbench's with VLBENCH_DISABLE_PLUGINS=vlbench-copycat:random, or vlbench-copycat's with "
+        "VLBENCH_DISABLE_PLUGINS=vlbench:random"]
+    assert "random" not in reg.names("condenser")
+    assert {"own", "herding", "full"} <= set(reg.names("condenser"))  # everything else keeps working
+    assert reg.get("condenser", "own").__name__ == "Own"
+    with pytest.raises(PluginError, match=r"registered by vlbench and vlbench-copycat.*VLBENCH_DISABLE_PLUGINS="):
+        reg.get("condenser", "random")
+    assert [p.clashes for p in reg.plugins if p.distribution == "vlbench-copycat"] == [["condenser random"]]
+    with pytest.raises(PluginError, match="'random' is registered by vlbench and vlbench-copycat"):
+        Registry(strict=True)
 
 
-def test_collision_within_one_distribution(site):
+def test_collision_within_one_distribution(site, capsys):
     source = CONDENSER.format(name="twice").replace("register(FirstPairs)", "register(FirstPairs); register(FirstPairs)")
     install_dist(site, "vlbench-twice", {"vlb_twice": source}, {"twice": "vlb_twice"})
-    with pytest.raises(PluginError, match="'twice' is registered twice by vlbench-twice"):
-        Registry()
+    reg = Registry()
+    assert "'twice' is registered twice by vlbench-twice, so it is unavailable" in capsys.readouterr().err
+    assert "twice" not in reg.names("condenser") and "random" in reg.names("condenser")
+
+
+@pytest.mark.parametrize("block, random_from", [
+    ("vlbench-copycat", "vlbench"),          # the whole distribution
+    ("random", "vlbench"),                   # a bare name: third-party registrations only
+    ("vlbench-copycat:random", "vlbench"),   # one name of one distribution
+    ("vlbench:random", "vlbench-copycat"),   # the built-in, asked for by its distribution
+])
+def test_block_list_resolves_a_collision(site, monkeypatch, capsys, block, random_from):
+    first_pairs(site, dist="vlbench-copycat", name="random")
+    monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", block)
+    reg = Registry()
+    assert reg.origin("condenser", "random").distribution == random_from
+    assert capsys.readouterr().err == ""
+
+
+def test_block_list_never_blocks_a_builtin_by_its_bare_name(site, monkeypatch, capsys):
+    monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "herding")
+    assert "herding" in Registry().names("condenser")
+    assert capsys.readouterr().err.strip() == ("vlbench: VLBENCH_DISABLE_PLUGINS names no installed plugin: herding "
+                                               "(vlbench's own names are blocked as vlbench:NAME)")
+    monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "vlbench:herding")
+    assert "herding" not in Registry().names("condenser") and "kcenter" in Registry().names("condenser")
 
 
 def test_block_list_skips_a_distribution_and_says_so_on_lookup(site, monkeypatch):
@@ -171,7 +279,7 @@ def test_allow_list_loads_only_the_named_plugins(site, monkeypatch):
     first_pairs(site)
     first_pairs(site, dist="vlbench-other", name="other")
     # Distribution names are matched in PEP 503 form, entry-point names as well.
-    monkeypatch.setenv("VLBENCH_PLUGINS", "VLBench_FirstPairs, synthscenes")
+    monkeypatch.setenv("VLBENCH_PLUGINS", "VLBench_FirstPairs, synthscenes")  # a registered name of vlbench's
     reg = Registry()
     assert reg.names("condenser") == ["first"]
     assert reg.names("dataset") == ["synthscenes"]
@@ -214,10 +322,13 @@ def test_plugins_command_json(site, capsys):
     assert listed["vlbench"]["version"] and listed["vlbench"]["status"] == "loaded"
 
 
-def test_strict_flag_makes_a_broken_plugin_an_error(site):
+@pytest.mark.parametrize("argv", [["--strict-plugins", "plugins"], ["plugins", "--strict-plugins"]])
+def test_strict_flag_before_or_after_the_command_makes_a_broken_plugin_an_error(site, argv):
     install_broken(site)
     with pytest.raises(PluginError, match="vlbench-broken"):
-        run_plugin_cli(["--strict-plugins", "plugins"])
+        run_plugin_cli(argv)
+    plugins._registry = None
+    assert run_plugin_cli(["plugins"]) == 0  # without the flag: skipped and reported
 
 
 def test_broken_plugin_does_not_take_down_the_cli(site):

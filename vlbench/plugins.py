@@ -2,16 +2,25 @@
 
 First-party plugins (``plugins/`` in this repository) are declared in vlbench's own
 pyproject under ``[project.entry-points.vlbench]``, exactly like a third party's, so there is
-one door for all. A plugin that fails to import or whose hook raises is reported (one line on
-stderr) and skipped, unless strict mode (``--strict-plugins`` or ``VLBENCH_STRICT_PLUGINS=1``)
-turns that into an error. Two plugins registering the same name is always an error.
+one door for all. A hook registers a class, or a name and the class's import path
+(``register("pkg.module:Class", name="mine")``): such a module is imported only when its name is
+used, so that listing names (`vlbench list`, `vlbench plugins`) imports no torch.
 
-``VLBENCH_PLUGINS=a,b`` loads only those plugins and ``VLBENCH_DISABLE_PLUGINS=c`` blocks
-some; both take distribution or entry-point names (the built-ins are distribution ``vlbench``).
+Faults stay contained. A plugin that fails to import or whose hook raises is reported (one line
+on stderr) and skipped; a name registered twice (by two distributions, or twice by one) is
+reported and left out, and every other name keeps working. Strict mode (``--strict-plugins`` or
+``VLBENCH_STRICT_PLUGINS=1``) turns each of these into an error.
+
+``VLBENCH_PLUGINS=a,b`` loads only those and ``VLBENCH_DISABLE_PLUGINS=c`` blocks some. An item
+is a distribution (the built-ins are distribution ``vlbench``), an entry point, a registered name,
+or ``distribution:name``. A blocked distribution or entry point is not even imported. A bare
+name blocks that name from third-party distributions only (a built-in one is blocked as
+``vlbench:name``), so that blocking a clashing name never removes the built-in by accident.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import os
 import re
@@ -23,12 +32,15 @@ from typing import Any
 import pluggy
 
 from vlbench import hookspecs
-from vlbench.api import Backbone, Condenser, DatasetSource, VLBenchError
+from vlbench.core import VLBenchError
 
 GROUP = "vlbench"
-KINDS = {"condenser": Condenser, "backbone": Backbone, "dataset": DatasetSource}
+BUILTIN = "vlbench"  # the distribution of the first-party plugins
+KINDS = ("condenser", "backbone", "dataset")
+INTERFACES = {"condenser": "Condenser", "backbone": "Backbone", "dataset": "DatasetSource"}  # in vlbench.api
 HOOKS = {"condenser": "register_condensers", "backbone": "register_backbones", "dataset": "register_datasets"}
 ALLOW_ENV, BLOCK_ENV, STRICT_ENV = "VLBENCH_PLUGINS", "VLBENCH_DISABLE_PLUGINS", "VLBENCH_STRICT_PLUGINS"
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class PluginError(VLBenchError):
@@ -45,10 +57,21 @@ class PluginInfo:
     registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
     error: str | None = None
     disabled: bool = False  # left out by VLBENCH_PLUGINS / VLBENCH_DISABLE_PLUGINS
+    clashes: list[str] = field(default_factory=list)  # one line per name it shares with another registration
 
     @property
     def status(self) -> str:
-        return "disabled" if self.disabled else "error" if self.error else "loaded"
+        return "disabled" if self.disabled else "error" if self.error else "clash" if self.clashes else "loaded"
+
+
+@dataclass
+class Entry:
+    """A registered name: its class, or the class's import path until the name is first used."""
+
+    kind: str
+    name: str
+    target: type | str
+    info: PluginInfo
 
 
 def normalize(name: str) -> str:
@@ -71,7 +94,9 @@ def _one_line(error: BaseException) -> str:
 
 def check_plugin_class(kind: str, cls: Any) -> type:
     """What `register()` accepts: a concrete subclass of the kind's interface with a name."""
-    base = KINDS[kind]
+    import vlbench.api  # the interfaces import torch: only checked once a class is at hand
+
+    base = getattr(vlbench.api, INTERFACES[kind])
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"register() for {kind}s got {cls!r}, not a {base.__name__} subclass")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
@@ -79,6 +104,27 @@ def check_plugin_class(kind: str, cls: Any) -> type:
     if inspect.isabstract(cls):
         raise PluginError(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
     return cls
+
+
+def _selected(e: Entry, allow: set[str], block: set[str]) -> bool:
+    """Whether the allow and block lists keep a registration (see the module docstring)."""
+    dist, name = normalize(e.info.distribution), normalize(e.name)
+    if f"{dist}:{name}" in block or (name in block and dist != BUILTIN):
+        return False
+    return not allow or bool({dist, normalize(e.info.name), name, f"{dist}:{name}"} & allow)
+
+
+def _registration(kind: str, target: Any, name: str | None) -> tuple[str, type | str]:
+    """(name, target) of one `register()` call: a class, or an import path with its name."""
+    if not isinstance(target, str):
+        cls = check_plugin_class(kind, target)
+        if name is not None and name != cls.name:
+            raise PluginError(f"register() for {kind}s got name={name!r} for {cls.__name__}, whose name is {cls.name!r}")
+        return cls.name, cls
+    if not IMPORT_PATH.match(target) or not isinstance(name, str) or not name:
+        raise PluginError(f"register() for {kind}s got {target!r}: give a class, "
+                          f"or an import path 'module:Class' and the name it registers (name=...)")
+    return name, target
 
 
 class Registry:
@@ -89,7 +135,8 @@ class Registry:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []  # every entry point of the group, loaded or not
-        self._items: dict[str, dict[str, tuple[type, PluginInfo]]] = {k: {} for k in KINDS}
+        self._items: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._clashes: dict[str, dict[str, str]] = {k: {} for k in KINDS}  # name -> the one-line report
         self._load()
 
     # -- loading
@@ -105,65 +152,123 @@ class Registry:
 
     def _load(self) -> None:
         allow, block = _env_names(ALLOW_ENV), _env_names(BLOCK_ENV)
-        seen: set[str] = set()
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
-            info = PluginInfo(ep.name, ep.dist.name if ep.dist else "unknown", ep.dist.version if ep.dist else "unknown")
-            keys = {normalize(info.distribution), normalize(ep.name)}
-            seen |= keys
-            info.disabled = bool((allow and not keys & allow) or keys & block)
+        eps = sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name))
+        infos = [PluginInfo(ep.name, ep.dist.name if ep.dist else "unknown", ep.dist.version if ep.dist else "unknown")
+                 for ep in eps]
+        known = {key for info in infos for key in (normalize(info.distribution), normalize(info.name))}
+        # Allow-list items that are no plugin are names ("*": any plugin may hold one) or dist:name.
+        by_name = {item.partition(":")[0] if ":" in item else "*" for item in allow - known}
+        entries: list[Entry] = []
+        for ep, info in zip(eps, infos):
+            keys = {normalize(info.distribution), normalize(info.name)}
+            wanted = not allow or keys & allow or "*" in by_name or normalize(info.distribution) in by_name
+            info.disabled = bool(keys & block or not wanted)
             self.plugins.append(info)
             if not info.disabled:
-                self._load_plugin(ep, info)
-        for var, names in ((ALLOW_ENV, allow), (BLOCK_ENV, block)):
-            if names - seen:  # most likely a typo, which would otherwise silently do nothing
-                self._report(f"{var} names no installed plugin: {', '.join(sorted(names - seen))}")
+                entries += self._load_plugin(ep, info)
+        kept = [e for e in entries if _selected(e, allow, block)]
+        for info in infos:  # imported, but the lists left out everything it registers
+            mine = [e for e in entries if e.info is info]
+            info.disabled = info.disabled or bool(mine) and not any(e.info is info for e in kept)
+        self._add(kept)
+        qualified = {normalize(f"{e.info.distribution}:{e.name}") for e in entries}
+        third_party = {normalize(e.name) for e in entries if normalize(e.info.distribution) != BUILTIN}
+        builtin = {normalize(e.name) for e in entries} - third_party
+        for var, names, usable in ((ALLOW_ENV, allow, known | qualified | third_party | builtin),
+                                   (BLOCK_ENV, block, known | qualified | third_party)):
+            if names - usable:  # most likely a typo, which would otherwise silently do nothing
+                hint = f" ({BUILTIN}'s own names are blocked as {BUILTIN}:NAME)" if (names - usable) & builtin else ""
+                self._report(f"{var} names no installed plugin: {', '.join(sorted(names - usable))}{hint}")
 
-    def _load_plugin(self, ep: EntryPoint, info: PluginInfo) -> None:
+    def _load_plugin(self, ep: EntryPoint, info: PluginInfo) -> list[Entry]:
         try:
             module = ep.load()
             self.pm.register(module, name=f"{info.distribution}:{ep.name}")
         except (Exception, SystemExit) as e:  # a broken plugin must not take the CLI down
-            return self._fail(info, f"cannot load {ep.value}: {_one_line(e)}")
+            self._fail(info, f"cannot load {ep.value}: {_one_line(e)}")
+            return []
         callers = self.pm.get_hookcallers(module) or []
         unknown = sorted(c.name for c in callers if not c.has_spec())
         if unknown:
             self.pm.unregister(module)
-            return self._fail(info, f"unknown hook(s) {', '.join(unknown)} (hooks: {', '.join(HOOKS.values())})")
+            self._fail(info, f"unknown hook(s) {', '.join(unknown)} (hooks: {', '.join(HOOKS.values())})")
+            return []
         # Run all of the plugin's hooks before registering anything: a plugin counts whole or not at all.
-        staged: list[tuple[str, type]] = []
+        staged: list[Entry] = []
         for kind, hook in HOOKS.items():
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if impl.plugin is not module:
                     continue
+
+                def register(target: Any, name: str | None = None, kind: str = kind) -> None:
+                    staged.append(Entry(kind, *_registration(kind, target, name), info))
+
                 try:
-                    impl.function(register=lambda cls, kind=kind: staged.append((kind, check_plugin_class(kind, cls))))
+                    impl.function(register=register)
                 except Exception as e:
                     self.pm.unregister(module)
-                    return self._fail(info, f"{hook} raised {_one_line(e)}")
-        for kind, cls in staged:
-            self._add(kind, cls, info)
+                    self._fail(info, f"{hook} raised {_one_line(e)}")
+                    return []
+        return staged
 
-    def _add(self, kind: str, cls: type, info: PluginInfo) -> None:
-        existing = self._items[kind].get(cls.name)
-        if existing is not None:
-            other = existing[1]
-            where = f"twice by {info.distribution}" if other is info else f"by both {other.distribution} and {info.distribution}"
-            raise PluginError(
-                f"{kind} name {cls.name!r} is registered {where}; uninstall one, "
-                f"or block one with {BLOCK_ENV}=<distribution>"
-            )
-        self._items[kind][cls.name] = (cls, info)
-        info.registered[kind].append(cls.name)
+    def _add(self, entries: list[Entry]) -> None:
+        claims: dict[tuple[str, str], list[Entry]] = {}
+        for e in entries:
+            e.info.registered[e.kind].append(e.name)
+            claims.setdefault((e.kind, e.name), []).append(e)
+        for (kind, name), claimed in claims.items():
+            if len(claimed) == 1:
+                self._items[kind][name] = claimed[0]
+            else:
+                self._clash(kind, name, claimed)
 
-    # -- lookups
+    def _clash(self, kind: str, name: str, claimed: list[Entry]) -> None:
+        """One name registered more than once: none is used, and the user is told how to pick one."""
+        for info in {id(e.info): e.info for e in claimed}.values():
+            info.clashes.append(f"{kind} {name}")
+        dists = list(dict.fromkeys(e.info.distribution for e in claimed))
+        if len(dists) == 1:
+            message = f"{kind} name {name!r} is registered twice by {dists[0]}, so it is unavailable"
+        else:
+            keep = [f"{d}'s with {BLOCK_ENV}={','.join(f'{o}:{name}' for o in dists if o != d)}" for d in dists]
+            message = (f"{kind} name {name!r} is registered by {' and '.join(dists)}, so neither is used; "
+                       f"keep {', or '.join(keep)}")
+        self._clashes[kind][name] = message
+        self._report(message)
+
+    # -- lookups (none of these imports a plugin module, except `get`)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])
 
-    def get(self, kind: str, name: str) -> type:
+    def _entry(self, kind: str, name: str) -> Entry:
+        if name in self._clashes[kind]:
+            raise PluginError(self._clashes[kind][name])
         if name not in self._items[kind]:
             raise VLBenchError(self._unknown(kind, name))
-        return self._items[kind][name][0]
+        return self._items[kind][name]
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered under `name`, imported now if it was registered by import path."""
+        entry = self._entry(kind, name)
+        if isinstance(entry.target, str):
+            entry.target = self._import(entry)
+        return entry.target
+
+    @staticmethod
+    def _import(entry: Entry) -> type:
+        module, _, attr = entry.target.partition(":")
+        where = f"{entry.kind} {entry.name!r} ({entry.info.distribution} {entry.info.version}, {entry.target})"
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (Exception, SystemExit) as e:
+            raise PluginError(f"{where} cannot be loaded: {_one_line(e)}") from e
+        cls = check_plugin_class(entry.kind, obj)
+        if cls.name != entry.name:
+            raise PluginError(f"{where} is a class named {cls.name!r}")
+        return cls
 
     def _unknown(self, kind: str, name: str) -> str:
         known = self.names(kind)
@@ -171,14 +276,13 @@ class Registry:
         close = difflib.get_close_matches(name, known, n=1)
         if close:
             message += f"; did you mean {close[0]!r}?"
-        missing = [f"{p.distribution} ({p.name}, {p.status})" for p in self.plugins if p.status != "loaded"]
+        missing = [f"{p.distribution} ({p.name}, {p.status})" for p in self.plugins if p.status in ("disabled", "error")]
         if missing:  # the name may live in a plugin that was not loaded
             message += f"; not loaded: {', '.join(missing)} (see `vlbench plugins`)"
         return message
 
     def origin(self, kind: str, name: str) -> PluginInfo:
-        self.get(kind, name)
-        return self._items[kind][name][1]
+        return self._entry(kind, name).info
 
     def provenance(self, kind: str, name: str) -> dict[str, str]:
         info = self.origin(kind, name)
