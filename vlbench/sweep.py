@@ -12,7 +12,9 @@ What the pending runs share is executed first, once per distinct cache key, in p
 Each phase waits for the one before; a task whose prerequisite failed is not launched. Inside a
 task, a file lock per run key (in the results directory) keeps two sweeps from running the same
 run twice, and one per shared stage (in the cache) makes a second preparer wait for the first.
-Design notes: docs/sweeps.md.
+A prepare task that succeeded leaves a stamp beside its lock, so that later plans skip it; the
+executor notes each task's job there too, so that a rerun waits for a job still in flight
+instead of submitting the task again. Design notes: docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import yaml
 from vlbench.api import RunSpec, VLBenchError, cache_dir, stable_hash
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
-from vlbench.sweep_executors import EXECUTORS, Executor, JobDied
+from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
 
 SWEEP_KEYS = ("name", "grid", "results", "executor", "workers", "retries", "submitit")
 
@@ -109,6 +111,16 @@ class Task:
     stage: str | None = None
     needs: tuple[str, ...] = ()  # keys of the tasks that must succeed first
 
+    def beside_lock(self, suffix: str) -> Path:
+        """A file beside the task's lock: runs lock in the results store, prepare tasks in the cache."""
+        where = Path(self.results) / ".locks" if self.kind == "run" else cache_dir() / "locks"
+        return where / f"{self.key}{suffix}"
+
+    @property
+    def prepared(self) -> bool:
+        """A prepare task that succeeded before (its stamp is cleared with the cache)."""
+        return self.kind != "run" and self.beside_lock(".done").exists()
+
 
 @dataclass
 class Plan:
@@ -155,12 +167,13 @@ def make_plan(sweep: Sweep) -> Plan:
         needs = []
         if key not in recorded:
             data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id])
-            prepares.setdefault(data_key, Task("data", data_key, spec, results, f"{dataset.name} · {run.backbone.id}"))
-            needs.append(data_key)
-            for stage, (stage_key, _) in run.shared_stages(dataset).items():
-                label = f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}"
-                task = Task("stage", f"{stage}-{stage_key}", spec, results, label, stage, (data_key,))
-                needs.append(prepares.setdefault(task.key, task).key)
+            data = Task("data", data_key, spec, results, f"{dataset.name} · {run.backbone.id}")
+            stages = [data] + [
+                Task("stage", f"{stage}-{stage_key}", spec, results,
+                     f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}",
+                     stage, (data_key,))
+                for stage, (stage_key, _) in run.shared_stages(dataset).items()]
+            needs = [prepares.setdefault(t.key, t).key for t in stages if not t.prepared]
         runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
     phases.append([t for t in runs.values() if t.key not in recorded])
@@ -169,7 +182,7 @@ def make_plan(sweep: Sweep) -> Plan:
 
 def describe(plan: Plan) -> str:
     """What a sweep would do: the prepare tasks, then every run, done or to run."""
-    lines = [f"{len(plan.runs)} runs: {len(plan.done)} done, {len(plan.pending)} to run"]
+    lines = [f"{count(len(plan.runs), 'run')}: {len(plan.done)} done, {len(plan.pending)} to run"]
     lines += [f"  prepare  {t.kind:<5}  {t.label}" for phase in plan.phases for t in phase if t.kind != "run"]
     for task in plan.runs:
         done = plan.done.get(task.key)
@@ -192,11 +205,12 @@ def execute(task: Task, progress: bool = False) -> Outcome:
 
     try:
         if task.kind != "run":
-            with file_lock(cache_dir() / "locks" / f"{task.key}.lock", wait=True):
+            with file_lock(task.beside_lock(".lock"), wait=True):
                 Run(copy.deepcopy(task.spec), progress=progress).prepare([task.stage] if task.stage else [])
+                task.beside_lock(".done").touch()
             return Outcome("ok", "prepared")
         store = ResultsStore(task.results)
-        with file_lock(store.directory / ".locks" / f"{task.key}.lock", wait=False) as held:
+        with file_lock(task.beside_lock(".lock"), wait=False) as held:
             if not held:
                 return Outcome("busy", "running in another process")
             if store.find(task.key):  # recorded by another sweep since we planned
@@ -226,7 +240,7 @@ def run_plan(plan: Plan, executor: Executor, retries: int = 0, echo: Callable[[s
             if not ready:
                 break
             again = []
-            for task, result in executor.map(fn, ready):
+            for task, result in executor.map(fn, ready, [t.beside_lock(".job") for t in ready]):
                 outcome = Outcome("failed", result.message) if isinstance(result, JobDied) else result
                 outcomes[task.key] = outcome
                 retry = outcome.status == "failed" and attempt < retries

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from vlbench.sweep import describe, load_sweep, make_plan, missing, run_plan
-from vlbench.sweep_executors import EXECUTORS, make_executor
+from vlbench.sweep_executors import EXECUTORS, count, make_executor
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     run_plan(plan, executor, sweep.retries, echo=lambda line: print(line, flush=True))
     left = missing(plan)
     if left:
-        print(f"{len(left)} of {len(plan.runs)} runs have no record; rerun `vlbench sweep {args.file}` to retry them")
+        print(f"{len(left)} of {count(len(plan.runs), 'run')} {'has' if len(left) == 1 else 'have'} no record; "
+              f"rerun `vlbench sweep {args.file}` to retry {'it' if len(left) == 1 else 'them'}")
         return 1
-    print(f"all {len(plan.runs)} runs recorded in {sweep.results}")
+    print(f"{'the run is' if len(plan.runs) == 1 else f'all {len(plan.runs)} runs'} recorded in {sweep.results}")
     return 0

@@ -6,8 +6,11 @@ out of memory, past its time limit): the function is expected to catch its own e
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
+import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -31,14 +34,19 @@ class Executor(ABC):
     interactive: bool = False
 
     @abstractmethod
-    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
-        """Run fn on every item; yield (item, result or JobDied) as each finishes."""
+    def map(self, fn: Callable[[Any], Any], items: list[Any],
+            notes: list[Path] | None = None) -> Iterator[tuple[Any, Any]]:
+        """Run fn on every item; yield (item, result or JobDied) as each finishes.
+
+        `notes`, one file per item, is where an executor that submits jobs notes each item's job,
+        so that a later call can find the job still running instead of submitting the item again.
+        """
 
 
 class InProcess(Executor):
     interactive = True
 
-    def map(self, fn, items):
+    def map(self, fn, items, notes=None):
         for item in items:
             yield item, fn(item)
 
@@ -47,7 +55,7 @@ class ProcessPool(Executor):
     def __init__(self, workers: int):
         self.workers = workers
 
-    def map(self, fn, items):
+    def map(self, fn, items, notes=None):
         # spawn, not fork: forking a process that has loaded torch (threads, CUDA) is unsafe.
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(fn, item): item for item in items}
@@ -60,12 +68,18 @@ class ProcessPool(Executor):
 
 
 class Submitit(Executor):
-    """One submitit job per item, or one job array for all of them (`array`)."""
+    """One submitit job per item, or one job array for all of them (`array`), on submitit's local
+    executor; `Slurm` below is the same on SLURM.
 
-    def __init__(self, cluster: str, log_dir: Path, options: dict[str, Any], array: bool = True,
-                 name: str = "vlbench", poll_s: float = 10.0):
-        self.cluster, self.log_dir, self.options = cluster, Path(log_dir), options
-        self.array, self.name, self.poll_s = array, name, poll_s
+    Every submitted job is noted in its item's note (job id and log folder); `Slurm` waits for a
+    noted job that is still in the queue instead of submitting the item again.
+    """
+
+    cluster = "local"
+
+    def __init__(self, log_dir: Path, options: dict[str, Any], array: bool = True, name: str = "vlbench",
+                 poll_s: float = 1.0):
+        self.log_dir, self.options, self.array, self.name, self.poll_s = Path(log_dir), options, array, name, poll_s
 
     def _executor(self):
         try:
@@ -78,19 +92,121 @@ class Submitit(Executor):
             raise VLBenchError(f"bad submitit option: {str(e).splitlines()[0]}") from e
         return executor
 
-    def map(self, fn, items):
-        executor = self._executor()
-        jobs = executor.map_array(fn, items) if self.array else [executor.submit(fn, item) for item in items]
-        print(f"submitted {len(jobs)} {self.cluster} job(s) ({jobs[0].job_id}...); logs in {self.log_dir}",
-              file=sys.stderr)
-        position = {id(job): i for i, job in enumerate(jobs)}
-        for job in _submitit().helpers.as_completed(jobs, poll_frequency=self.poll_s):
-            try:
-                result = job.result()
-            except Exception as e:  # UncompletedJobError and kin: the job never returned
-                first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-                result = JobDied(f"job {job.job_id} died ({first}); log: {job.paths.stderr}")
-            yield items[position[id(job)]], result
+    def map(self, fn, items, notes=None):
+        executor = self._executor()  # checks the options before anything is submitted
+        notes = notes or [None] * len(items)
+        jobs = self._in_flight(notes)
+        fresh = [i for i in range(len(items)) if i not in jobs]
+        if fresh:
+            args = [items[i] for i in fresh]
+            submitted = executor.map_array(fn, args) if self.array else [executor.submit(fn, a) for a in args]
+            for i, job in zip(fresh, submitted):
+                jobs[i] = job
+                if notes[i]:
+                    _write_note(notes[i], job)
+            ids = " ".join(job.job_id for job in submitted[:3]) + (f" ... {submitted[-1].job_id}" if len(submitted) > 3 else "")
+            print(f"submitted {count(len(submitted), self.cluster + ' job')}: {ids} "
+                  f"(log: {submitted[0].paths.stdout}{', ...' if len(submitted) > 1 else ''})", file=sys.stderr)
+        for i, result in self._finished(jobs):
+            yield items[i], result
+
+    def _in_flight(self, notes: list[Path | None]) -> dict[int, Any]:
+        """{item index: job} of the noted jobs still running; a local job is never adopted."""
+        return {}
+
+    def _finished(self, jobs: dict[int, Any]) -> Iterator[tuple[int, Any]]:
+        index = {id(job): i for i, job in jobs.items()}
+        for job in _submitit().helpers.as_completed(list(jobs.values()), poll_frequency=self.poll_s):
+            yield index[id(job)], _result(job, lambda: job.state)
+
+
+class Slurm(Submitit):
+    """Submitit on SLURM, watched through the queue (`squeue`), not accounting (`sacct`).
+
+    A job is finished when its result file exists. A job that is no longer pending or running
+    (or no longer in the queue at all) and left no result within `GRACE_POLLS` polls (time for a
+    shared file system to show the file) died: the sweep reports the last state the queue showed.
+    So a sweep never waits forever on a dead job, with or without SLURM accounting.
+    """
+
+    cluster = "slurm"
+    GRACE_POLLS = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._warned: set[str] = set()
+
+    def _queue(self) -> dict[str, str] | None:
+        """{job id: state} of this user's jobs the controller knows (array tasks one by one); None if unknown."""
+        try:
+            out = subprocess.run(["squeue", "--me", "--array", "--states=all", "--noheader", "--format=%i|%T"],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", None) or str(e)
+            message = f"cannot read the SLURM queue (squeue: {detail.strip().splitlines()[0]}); still waiting"
+            if message not in self._warned:  # once, not once per poll
+                self._warned.add(message)
+                print(message, file=sys.stderr)
+            return None
+        return dict(line.split("|", 1) for line in out.split())
+
+    def _in_flight(self, notes):
+        noted = {i: json.loads(note.read_text()) for i, note in enumerate(notes) if note and note.exists()}
+        queue = self._queue() if noted else None
+        if not queue:
+            return {}
+        jobs = {i: _submitit().SlurmJob(folder=n["folder"], job_id=n["job_id"])
+                for i, n in noted.items() if queue.get(n["job_id"], "COMPLETED") not in FINISHED}
+        if jobs:
+            print(f"waiting for {count(len(jobs), 'job')} submitted earlier and still in the queue: "
+                  f"{' '.join(job.job_id for job in jobs.values())}", file=sys.stderr)
+        return jobs
+
+    def _finished(self, jobs):
+        waiting = dict(jobs)
+        last: dict[int, str] = {}  # the last state the queue showed
+        gone: dict[int, int] = {}  # polls since the job left the queue or finished, without a result
+        while waiting:
+            queue = self._queue()
+            for i, job in list(waiting.items()):
+                if job.paths.result_pickle.exists():
+                    del waiting[i]
+                    yield i, _result(job, lambda: last.get(i, "unknown"))
+                    continue
+                if queue is None:  # cannot tell running from dead: wait
+                    continue
+                last[i] = queue.get(job.job_id, last.get(i, "unknown, it left the queue"))
+                gone[i] = gone.get(i, 0) + 1 if job.job_id not in queue or last[i] in FINISHED else 0
+                if gone[i] > self.GRACE_POLLS:
+                    del waiting[i]
+                    yield i, JobDied(f"job {job.job_id} died (state: {last[i]}); log: {job.paths.stderr}")
+            if waiting:
+                time.sleep(self.poll_s)
+
+
+#: squeue states of a job that will not run again (anything else may still produce a result).
+FINISHED = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                      "PREEMPTED", "TIMEOUT"})
+
+
+def _result(job, state: Callable[[], str]) -> Any:
+    """What the job's function returned, or JobDied with the job's final state and log."""
+    try:
+        return job.result()
+    except Exception:  # UncompletedJobError and kin: the job never returned
+        return JobDied(f"job {job.job_id} died (state: {state()}); log: {job.paths.stderr}")
+
+
+def _write_note(path: Path, job) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"job_id": job.job_id, "folder": str(job.paths.folder)}))
+    tmp.replace(path)
+
+
+def count(n: int, noun: str) -> str:
+    """"1 run", "2 runs"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _submitit():
@@ -106,7 +222,8 @@ def make_executor(kind: str, *, workers: int = 0, submitit: dict[str, Any] | Non
     """`local` runs in this process (workers=0) or a pool; `slurm` and `submitit-local` go through submitit.
 
     `submitit` holds AutoExecutor parameters (slurm_partition, gpus_per_node, timeout_min, mem_gb, ...)
-    plus `array` (one job array, default, or one job per item) and `log_dir` (submitit's folder; %j works).
+    plus `array` (one job array, default, or one job per item), `log_dir` (submitit's folder; %j works)
+    and `poll_s` (seconds between looks at the jobs).
     """
     if kind == "local":
         return InProcess() if workers == 0 else ProcessPool(workers)
@@ -115,6 +232,6 @@ def make_executor(kind: str, *, workers: int = 0, submitit: dict[str, Any] | Non
         array = options.pop("array", True)
         log_dir = Path(options.pop("log_dir", default_log_dir)).expanduser()
         # Polling a local process is free; polling SLURM queries the scheduler.
-        cluster, poll_s = ("slurm", 10.0) if kind == "slurm" else ("local", 1.0)
-        return Submitit(cluster, log_dir, options, array, name, poll_s)
+        poll_s = float(options.pop("poll_s", 10.0 if kind == "slurm" else 1.0))
+        return (Slurm if kind == "slurm" else Submitit)(log_dir, options, array, name, poll_s)
     raise VLBenchError(f"unknown executor {kind!r} (known: {', '.join(EXECUTORS)})")
