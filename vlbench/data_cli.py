@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlbench.api import VLBenchError
+from vlbench.core import VLBenchError
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlbench.api import RunSpec, VLBenchError
+from vlbench.core import RunSpec, VLBenchError
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
