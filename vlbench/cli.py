@@ -131,6 +131,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else None
     text = write_leaderboard(Path(args.results), output, args.format, split=args.split)
+    if args.compare:  # the board is in its file; the comparison is what the user asked to see
+        from vlbench.compare import compare_dirs
+
+        print(compare_dirs(Path(args.results), Path(args.compare), args.split))
+        return 0
     print(text if args.format == "md" else f"wrote {output or Path(args.results) / f'LEADERBOARD.{args.format}'}")
     return 0
 
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--output", help="file to write (default: RESULTS/LEADERBOARD.<format>)")
     board.add_argument("--format", choices=FORMATS, default="md",
                        help="markdown tables, CSV or JSON rows, or an HTML page with plots (default: md)")
+    board.add_argument("--compare", metavar="DIR",
+                       help="print each row of --results next to the same row in DIR (e.g. results, the committed board)")
     board.set_defaults(func=cmd_leaderboard)
     add_data_commands(sub)
     add_plugin_commands(sub)
