@@ -171,12 +171,19 @@ class Distiller:
 
     # --------------------------------------------------------------------- steps
 
-    def matching(self, iteration: int) -> dict[str, Tensor]:
-        """The matching loss of one iteration; its randomness depends on (seed, iteration) only."""
-        c = self.config
+    def draw(self, iteration: int) -> tuple[int, int, torch.Generator]:
+        """An iteration's expert and start epoch, and the generator its inner batches continue from:
+        they depend on (seed, iteration) only."""
         generator = torch.Generator().manual_seed(derived_seed("tm", self.seed, iteration))
-        trajectory = self.trajectories[int(torch.randint(len(self.trajectories), (1,), generator=generator))]
-        start_epoch = int(torch.randint(c.start_epoch_choices, (1,), generator=generator))
+        expert = int(torch.randint(len(self.trajectories), (1,), generator=generator))
+        start_epoch = int(torch.randint(self.config.start_epoch_choices, (1,), generator=generator))
+        return expert, start_epoch, generator
+
+    def matching(self, iteration: int) -> dict[str, Tensor]:
+        """The matching loss of one iteration."""
+        c = self.config
+        expert, start_epoch, generator = self.draw(iteration)
+        trajectory = self.trajectories[expert]
         start = self.student.params_of(trajectory[start_epoch], self.device)
         target = self.student.params_of(trajectory[start_epoch + c.expert_epochs], self.device)
         lrs = dict(zip(SIDES, self.inner_lrs()))
