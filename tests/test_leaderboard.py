@@ -1,22 +1,33 @@
-from vlbench.leaderboard import FOOTNOTE, leaderboard_markdown, write_leaderboard
+import pytest
+
+from vlbench.leaderboard import FOOTNOTES, leaderboard_markdown, summary_markdown, write_leaderboard
 from vlbench.results import ResultsStore, new_run_id
 
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
 
 
+FOOTNOTE = FOOTNOTES["learned_lrs"]
+
+
 def record(condenser="random", budget=100, mean=20.0, std=1.0, protocol="v1-aaaaaa",
-           created="2026-11-27T10:00:00Z", learned_lrs=None, extra_bytes=0, condense_s=12.34, cached=False):
+           created="2026-11-27T10:00:00Z", learned_lrs=None, extra_bytes=0, condense_s=12.34, cached=False,
+           seed=0, split="test", config=None, shared_s=None):
+    cost = None if shared_s is None else {"own_s": condense_s, "shared": [{"stage": "reference_model", "wall_s": shared_s}]}
     return {
-        "schema": 1,
+        "schema": 2,
+        "split": split,
+        "spec": {"seed": seed, "split": split},
         "run_id": new_run_id("abcd1234abcd1234"),
         "run_key": "abcd1234abcd1234",
         "created": created,
-        "condenser": {"name": condenser, "distribution": "vlbench", "version": "0.1.0", "config": {}},
+        "condenser": {"name": condenser, "distribution": "vlbench", "version": "0.1.0", "config": config or {},
+                      "reference": condenser == "full"},
         "backbone": {"name": "tinyvit-minilm", "id": "tinyvit-minilm", "version": "0.1.0", "config": {}},
         "dataset": {"name": "synthscenes", "version": "0.1.0", "fingerprint": "0123456789abcdef"},
         "protocol": {"id": protocol, "version": "1"},
         "budget": budget,
-        "condensed": {"num_pairs": budget, "storage_bytes": 1000, "extra_bytes": extra_bytes, "learned_lrs": learned_lrs},
+        "condensed": {"num_pairs": budget, "storage_bytes": 1000, "extra_bytes": extra_bytes, "learned_lrs": learned_lrs,
+                      **({"cost": cost} if cost else {})},
         "seeds": [0, 1, 2],
         "metrics": {"per_seed": [], "mean": {k: mean for k in KEYS}, "std": {k: std for k in KEYS}},
         "stages": {"condense": {"wall_s": condense_s, "peak_mem_mb": 1.0, "cached": cached}},
@@ -77,41 +88,94 @@ def test_columns_and_recovery():
         record("full", 40000, mean=80.0, std=0.3, condense_s=0.5),
         record("random", 100, mean=20.0, std=0.04, extra_bytes=0, condense_s=246.0),
         record("mtt", 100, mean=12.34, learned_lrs={"image": 0.1, "text": 0.2}, extra_bytes=8, condense_s=1.0, cached=True),
+        record("herding", 100, mean=18.0, condense_s=10.0, shared_s=50.0),
     ]))["synthscenes (data 01234567) · backbone tinyvit-minilm · protocol v1-aaaaaa"]
-    mtt, random, full = rows
-    assert list(random) == ["Condenser", "Pairs", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
-                            "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
+    random, herding, mtt, full = rows  # by budget, best first; the reference last
+    assert list(random) == ["Condenser", "Pairs", "Seeds", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
+                            "Gain", "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
     assert random["Condenser"] == "random 0.1.0"
-    assert random["Pairs"] == "100"
-    assert all(random[c] == "20.0 ± 0.0" for c in ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean"))
-    assert random["Recovery"] == "25%"
+    assert random["Pairs"] == "100" and random["Seeds"] == "1"
+    assert all(random[c] == "20.0 ± 0.0" for c in ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"))
+    assert random["Mean"] == "**20.0 ± 0.0**"  # ahead of herding by more than their pooled std (0.7)
+    assert random["Recovery"] == "25%" and random["Gain"] == "—"
+    assert herding["Gain"] == "-2.0" and mtt["Gain"] == "-7.7"
     assert random["Extra"] == "—"
     assert random["Evals"] == "3"
     assert random["Condense"] == "4.1 min"
-    assert full["Recovery"] == "100%" and full["Mean"] == "80.0 ± 0.3"
+    assert herding["Condense"] == "1.0 min"  # own 10 s + the reference model's 50 s, reused or not
+    assert full["Recovery"] == "100%" and full["Mean"] == "80.0 ± 0.3" and full["Condense"] == "—"
     assert mtt["Recovery"] == "15%"
     assert mtt["Extra"] == "8 B"
-    assert mtt["Condense"] == "1.0 s (cached)"
+    assert mtt["Condense"] == "—"  # a reused set of an old record: its cost is unknown, not 0
 
 
 def test_dagger_and_footnote():
-    md = leaderboard_markdown([record("mtt", learned_lrs={"image": 0.1, "text": 0.2}), record("random")])
+    md = leaderboard_markdown([record("mtt", learned_lrs={"image": 0.1, "text": 0.2}), record("random", mean=10.0)])
     [rows] = tables(md).values()
     assert [r["Condenser"] for r in rows] == ["mtt 0.1.0 †", "random 0.1.0"]
     assert FOOTNOTE in md and FOOTNOTE.startswith("†")
     assert FOOTNOTE not in leaderboard_markdown([record("random")])
 
 
-def test_rows_sorted_by_name_then_budget_full_last():
+def test_rows_sorted_by_budget_then_mean_reference_last():
     md = leaderboard_markdown([
-        record("random", 100), record("full", 40000), record("herding", 1000),
-        record("random", 10), record("kcenter", 100), record("herding", 100),
+        record("random", 100, mean=10.0), record("full", 40000), record("herding", 1000, mean=50.0),
+        record("random", 10, mean=3.0), record("kcenter", 100, mean=12.0), record("herding", 100, mean=11.0),
     ])
     [rows] = tables(md).values()
     assert [(r["Condenser"].split()[0], r["Pairs"]) for r in rows] == [
-        ("herding", "100"), ("herding", "1000"), ("kcenter", "100"),
-        ("random", "10"), ("random", "100"), ("full", "40000"),
+        ("random", "10"), ("kcenter", "100"), ("herding", "100"), ("random", "100"), ("herding", "1000"),
+        ("full", "40000"),
     ]
+
+
+def seeds(condenser, means, **kw):
+    """One record per condensing seed, each with the given mean recall."""
+    return [record(condenser, mean=m, std=5.0, seed=k, **kw) for k, m in enumerate(means)]
+
+
+def test_a_row_reports_mean_and_sample_std_over_condensing_seeds():
+    [rows] = tables(leaderboard_markdown(seeds("random", [10.0, 12.0, 14.0]))).values()
+    assert rows[0]["Seeds"] == "3"
+    assert rows[0]["Mean"] == "12.0 ± 2.0"  # not the 5.0 spread of the evaluation models
+
+
+def test_best_only_beyond_the_pooled_std_else_tied():
+    clear = seeds("tm", [20.0, 21.0, 22.0]) + seeds("random", [10.0, 11.0, 12.0])
+    [rows] = tables(leaderboard_markdown(clear)).values()
+    assert [r["Mean"] for r in rows] == ["**21.0 ± 1.0**", "11.0 ± 1.0"]
+    close = seeds("tm", [20.0, 21.0, 22.0]) + seeds("herding", [19.0, 20.5, 21.5]) + seeds("random", [10.0, 11.0, 12.0])
+    [rows] = tables(leaderboard_markdown(close)).values()
+    assert [r["Mean"].endswith("(tie)") for r in rows] == [True, True, False]
+    assert rows[1]["Gain"] == "+9.3"
+
+
+def test_two_configs_of_a_method_are_two_rows():
+    md = leaderboard_markdown([record("tm", config={"iterations": 100}), record("tm", config={"iterations": 300})])
+    [rows] = tables(md).values()
+    assert len(rows) == 2 and rows[0]["Condenser"] != rows[1]["Condenser"]
+
+
+def test_val_records_never_reach_the_test_board():
+    records = [record("random", mean=10.0), record("tm", mean=99.0, split="val")]
+    [rows] = tables(leaderboard_markdown(records)).values()
+    assert [r["Condenser"] for r in rows] == ["random 0.1.0"]
+    [(heading, val_rows)] = tables(leaderboard_markdown(records, split="val")).items()
+    assert "val split" in heading and [r["Condenser"] for r in val_rows] == ["tm 0.1.0"]
+
+
+def test_mixed_evaluation_counts_are_shown_as_such():
+    runs = seeds("random", [10.0, 11.0])
+    runs[1]["seeds"] = [0, 1]
+    [rows] = tables(leaderboard_markdown(runs)).values()
+    assert rows[0]["Evals"] == "2/3"
+
+
+def test_summary_is_a_budget_by_condenser_grid():
+    text = summary_markdown(seeds("random", [10.0, 12.0, 14.0]) + seeds("tm", [30.0, 31.0, 32.0])
+                            + [record("full", 40000, mean=80.0)])
+    assert " ".join(text.split()).count("| pairs | random | tm |") == 1
+    assert "**31.0 ± 1.0**" in text and "Full data (40000 pairs, full): 80.0" in text
 
 
 def test_write_leaderboard(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 from tabulate import tabulate
 
 from vlbench.api import VLBenchError
-from vlbench.leaderboard import COLUMNS, FOOTNOTE, FULL, HEADER, Table, cells, tables
+from vlbench.leaderboard import COLUMNS, FOOTNOTES, HEADER, Table, cells, tables
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 100em; padding: 0 1em; color: #222; }
@@ -34,7 +34,7 @@ def leaderboard_html(records: list[dict[str, Any]]) -> str:
 
 def _section(table: Table, index: int) -> str:
     body = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="html", disable_numparse=True)
-    footnote = f"<p>{html.escape(FOOTNOTE)}</p>" if any(r["learned_lrs"] for r in table.rows) else ""
+    footnote = f"<p>{html.escape(FOOTNOTES["learned_lrs"])}</p>" if any(r["learned_lrs"] for r in table.rows) else ""
     return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
             f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnote}</section>')
 
@@ -53,10 +53,9 @@ def plot_svg(table: Table) -> str:
         ax = fig.add_subplot()
         by_condenser: dict[str, list[dict[str, Any]]] = {}
         for row in table.rows:
-            by_condenser.setdefault(row["condenser"], []).append(row)
+            if not row["reference"]:
+                by_condenser.setdefault(row["condenser"], []).append(row)
         for name, rows in by_condenser.items():
-            if name == FULL:
-                continue
             rows.sort(key=lambda r: r["budget"])
             x = [r["budget"] for r in rows]
             mean = [r["mean_mean"] for r in rows]
@@ -64,9 +63,9 @@ def plot_svg(table: Table) -> str:
             (line,) = ax.plot(x, mean, marker="o", label=name)
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=line.get_color(), alpha=0.2, linewidth=0)
-        for full in by_condenser.get(FULL, [])[-1:]:  # the largest full budget, as for the recovery column
+        for full in [r for r in table.rows if r["reference"]][-1:]:  # the largest reference, as for recovery
             m, s = full["mean_mean"], full["mean_std"]
-            ax.axhline(m, color="black", linestyle="--", label=f"{FULL} ({full['budget']} pairs)")
+            ax.axhline(m, color="black", linestyle="--", label=f"{full['condenser']} ({full['budget']} pairs)")
             ax.axhspan(m - s, m + s, color="black", alpha=0.1, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("budget (pairs)")
