@@ -339,3 +339,23 @@ def test_broken_plugin_does_not_take_down_the_cli(site):
         assert done.returncode == 0, done.stderr
         assert "usage" in done.stdout if argv == ["--help"] else "random" in done.stdout
     assert done.stderr.count("vlbench-broken") == 1
+
+
+# The CLI's own entry, then which heavy modules the command imported.
+CLI = """
+import sys
+from vlbench.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:  # --help
+    pass
+print("IMPORTED", sorted(m for m in ("torch", "peft", "timm", "transformers") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["plugins"], ["leaderboard", "--results", "{tmp}"]])
+def test_cli_answers_without_importing_torch(argv, tmp_path):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    done = subprocess.run([sys.executable, "-c", CLI, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "IMPORTED []"
