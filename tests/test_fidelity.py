@@ -246,6 +246,12 @@ def test_official_outer_step_is_plain_sgd_on_raw_pixels_text_and_lrs(trajectorie
     assert not torch.allclose(d.text.norm(dim=1, keepdim=True), bounds.text_norm)  # not renormalised
 
 
+def test_a_non_positive_official_lr_stops_the_run(trajectories, tmp_path):
+    d, bounds = official_distiller(trajectories, tmp_path, lr_init=1e-6, lr_lr=100.0)
+    with pytest.raises(VLBenchError, match="inner lr became"):
+        d.run(bounds)
+
+
 @pytest.mark.parametrize("switch, value", [("max_grad_norm", 1e-3), ("clamp_pixels", True), ("renorm_text", True),
                                            ("clamp_lrs", True)])
 def test_each_safeguard_switches_on_alone(trajectories, tmp_path, switch, value):
@@ -324,3 +330,13 @@ def test_the_caption_cleaning_data_option(tmp_path):
     assert ours.fingerprint == h.hexdigest()[:16]
     with pytest.raises(VLBenchError, match="caption_cleaning"):
         Flickr30K(caption_cleaning="blip").load(tmp_path)
+
+
+def test_the_device_check_script_is_sound():
+    import re
+    import subprocess
+
+    script = CONFIGS.parent / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    python = re.search(r"<<'PY'\n(.*?)\nPY\n", script.read_text(), re.S).group(1)
+    compile(python, "gpu_check.sh (python part)", "exec")

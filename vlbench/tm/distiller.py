@@ -209,6 +209,11 @@ class Distiller:
                 torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
         self.optimizer.step()
         self.project(bounds)
+        if self.config.learn_lrs and (self.inner_lrs() <= 0).any():
+            # only reachable with lr_space "linear" and clamp_lrs off (the official code), whose
+            # evaluation, at most 50 iterations later, fails on the negative lr: fail now instead
+            raise VLBenchError(f"inner lr became {self.lrs} at iteration {self.iteration} (lr_space linear without "
+                               "clamp_lrs, as in the official code): set clamp_lrs true or lower lr_lr")
         self.iteration += 1
         self.history.append({side: v.item() for side, v in losses.items()})
         return self.history[-1]
