@@ -183,18 +183,6 @@ def test_lora_mode_matches_only_adapters_and_heads_and_tm_matches_the_encoder():
         LoRATrajectoryMatching().check_model(full_model)
 
 
-def test_show_writes_a_grid_with_nearest_captions(tmp_path):
-    from PIL import Image
-
-    from vlbench.show import nearest_captions, write_grid
-
-    pairs = tiny_pairs()
-    captions = nearest_captions(pairs.text_features[[3, 7]] * 2, pairs)
-    assert captions == ["caption 3", "caption 7"]
-    out = write_grid(pairs.images[:3], ["a", "b", "c"], ((0.5,) * 3, (0.5,) * 3), tmp_path / "grid.png")
-    assert Image.open(out).size[0] == 3 * 144
-
-
 @pytest.mark.parametrize("momentum, batch", [(0.0, 8), (0.9, 8), (0.9, 3)])  # 3 < 8 pairs: batch order matters
 def test_the_inner_loop_trains_exactly_as_the_shared_trainer(momentum, batch):
     from vlbench.api import TrainProtocol

@@ -15,6 +15,7 @@ from vlbench.data_cli import add_data_commands
 from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
+from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
 
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_plugin_commands(sub)
     add_distill_commands(sub)
+    add_show_command(sub)
     add_sweep_commands(sub)
     return parser
 

@@ -1,11 +1,10 @@
-"""`vlbench experts` (build or extend an expert buffer) and `vlbench show` (a PNG of a condensed set).
+"""`vlbench experts`: build or extend an expert buffer (`vlbench show` is in vlbench/show.py).
 
-cli.py wires them in with `add_distill_commands(subparsers)`.
+cli.py wires it in with `add_distill_commands(subparsers)`.
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from vlbench.core import RunSpec, VLBenchError
 
@@ -23,15 +22,6 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     experts.add_argument("--noise-floor", action="store_true",
                          help="also replay expert 0's matched segments with another batch order and print their matching loss")
     experts.set_defaults(func=cmd_experts)
-
-    show = subparsers.add_parser("show", help="write a PNG grid of a condensed set's images with the nearest real captions")
-    show.add_argument("path", help="condensed-set directory (holds manifest.json and tensors.safetensors)")
-    show.add_argument("--output", help="PNG to write (default: PATH/grid.png)")
-    show.add_argument("--dataset", default="synthscenes", help="data set whose training captions to search")
-    show.add_argument("--data-root", help="directory holding the data set's images and annotations")
-    show.add_argument("--backbone", default="tinyvit-minilm", help="backbone the set was condensed for")
-    show.add_argument("--max-images", type=int, default=100, help="show at most this many pairs")
-    show.set_defaults(func=cmd_show)
 
 
 def _run_for(args: argparse.Namespace):
@@ -79,20 +69,4 @@ def cmd_experts(args: argparse.Namespace) -> int:
                                 c.expert_epochs, run.device)
             print(f"noise floor, epoch {start} -> {start + c.expert_epochs}: "
                   + ", ".join(f"{side} {v:.3f}" for side, v in floor.items()))
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from vlbench.api import CondensedSet
-    from vlbench.show import nearest_captions, write_grid
-
-    condensed = CondensedSet.load(Path(args.path))
-    run = _run_for(argparse.Namespace(condenser="random", dataset=args.dataset, backbone=args.backbone,
-                                      data_root=args.data_root, device="cpu", config=None))
-    train_pairs, _ = run.load_pairs(run.load_dataset())
-    n = min(args.max_images, len(condensed))
-    captions = nearest_captions(condensed.text_features[:n], train_pairs)
-    output = Path(args.output) if args.output else Path(args.path) / "grid.png"
-    write_grid(condensed.images[:n], captions, run.backbone.normalization, output)
-    print(f"wrote {output}")
     return 0
