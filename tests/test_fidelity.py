@@ -70,9 +70,21 @@ def test_official_and_corrected_presets_parse_and_differ_only_by_named_switches(
         protocol_diff = {k for k, v in vars(theirs.protocol).items() if getattr(ours.protocol, k) != v}
         assert protocol_diff == set(OFFICIAL_PROTOCOL)
         assert {k: getattr(theirs.protocol, k) for k in OFFICIAL_PROTOCOL} == OFFICIAL_PROTOCOL
-        rest = ("condenser", "dataset", "backbone", "data_root", "evals", "seed", "split", "backbone_options")
+        rest = ("condenser", "dataset", "backbone", "data_root", "evals", "seed", "split")
         assert all(getattr(ours, k) == getattr(theirs, k) for k in rest)
+        # nfnet-bert takes the official code's CLIP statistics; open_clip models have them already
+        assert ours.backbone_options == {}
+        assert theirs.backbone_options == ({"normalization": "clip"} if ours.backbone == "nfnet-bert" else {})
         assert ours.protocol.id != theirs.protocol.id  # tables never mix the two
+
+
+def test_official_nfnet_normalisation_is_clips():
+    from vlbench_plugins.nfnet_bert import NFNetBERT
+
+    assert NFNetBERT(normalization="clip").normalization == ((0.48145466, 0.4578275, 0.40821073),
+                                                             (0.26862954, 0.26130258, 0.27577711))
+    assert tuple(NFNetBERT().normalization[0]) == pytest.approx((0.485, 0.456, 0.406))  # nfnet_l0's own: ImageNet's
+    assert NFNetBERT().id == "nfnet-bert"  # the option's default leaves ids (and caches) as they were
 
 
 def test_corrected_switch_values_are_the_vlbench_defaults():
