@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from vlbench.cli import main
-from vlbench.leaderboard import COLUMNS, leaderboard_markdown, render, write_leaderboard
+from vlbench.leaderboard import COLUMNS, leaderboard_markdown, render, tables, write_leaderboard
 from vlbench.results import ResultsStore, new_run_id
 
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
@@ -89,7 +89,7 @@ def test_cost_of_a_reused_set_is_that_of_the_run_that_computed_it():
 
 
 class Page(HTMLParser):
-    """The parts of the page a reader sees: section headings, table cells, SVG text."""
+    """The parts of the page a reader sees: section headings, table cells, SVG text, x tick labels."""
 
     def __init__(self, text):
         super().__init__()
@@ -97,30 +97,40 @@ class Page(HTMLParser):
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
-        self._stack.append(tag)
+        self._stack.append((tag, dict(attrs).get("id", "")))
         if tag == "section":
-            self.sections.append({"h2": "", "rows": [], "svg_text": [], "svg": 0, "bands": 0})
+            self.sections.append({"h2": "", "rows": [], "svg_text": [], "xticks": [], "svg": 0, "bands": 0})
         elif tag == "svg":
             self.sections[-1]["svg"] += 1
         elif tag == "tr":
             self.sections[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self.sections[-1]["rows"][-1].append("")
         elif tag == "g" and dict(attrs).get("id", "").startswith("FillBetweenPolyCollection"):
             self.sections[-1]["bands"] += 1
 
     def handle_endtag(self, tag):
-        while self._stack and self._stack.pop() != tag:
+        while self._stack and self._stack.pop()[0] != tag:
             pass
 
     def handle_data(self, data):
         if not self.sections or not data.strip():
             return
-        section, tag = self.sections[-1], self._stack[-1]
-        if tag == "h2":
+        section, tags = self.sections[-1], [t for t, _ in self._stack]
+        if tags[-1] == "h2":
             section["h2"] += data
-        elif tag in ("td", "th"):
-            section["rows"][-1].append(data.strip())
-        elif tag == "text" and "svg" in self._stack:
+        elif "td" in tags or "th" in tags:  # a cell's text, <strong> included
+            section["rows"][-1][-1] = (section["rows"][-1][-1] + data).strip()
+        elif tags[-1] == "text" and "svg" in tags:
             section["svg_text"].append(data.strip())
+            if any(i.startswith("xtick_") for _, i in self._stack):
+                section["xticks"].append(data.strip())
+
+
+def markdown_rows(text):
+    """The first markdown table's body rows, cells without markdown's ** marks."""
+    lines = [line for line in text.splitlines() if line.startswith("|")][2:]
+    return [[c.strip().replace("**", "") for c in line.strip("|").split("|")] for line in lines]
 
 
 def test_html_page_has_a_plot_and_the_table_per_board(tmp_path):
@@ -138,13 +148,25 @@ def test_html_page_has_a_plot_and_the_table_per_board(tmp_path):
     assert "protocol v1-bbbbbb" in other["h2"]
     header, *rows = main_board["rows"]
     assert header == COLUMNS
-    md_rows = [[c.strip() for c in line.strip("|").split("|")]
-               for line in leaderboard_markdown(RECORDS).splitlines()[6:11]]
-    assert rows == md_rows  # the page shows the markdown table, cell for cell
-    # One plot: a line and a std band per condenser, the full-data reference as a labelled line.
+    assert rows == markdown_rows(leaderboard_markdown(RECORDS))  # the markdown table, cell for cell, same order
+    # One plot: a line and a std band per condenser, the full-data reference as a labelled line,
+    # x ticks at the budgets (not 10^1, 10^2).
     assert main_board["svg"] == 1 and main_board["bands"] == 2
     assert {"herding", "random", "full (40000 pairs)", "budget (pairs)", "mean recall (%)"} <= set(main_board["svg_text"])
-    assert other["bands"] == 1 and "herding" not in other["svg_text"]
+    assert main_board["xticks"] == ["10", "100"]
+    assert other["bands"] == 1 and "herding" not in other["svg_text"] and other["xticks"] == ["10"]
+
+
+def test_html_marks_the_best_mean_at_each_budget_in_bold():
+    page = render(RECORDS, "html")
+    [table] = tables(RECORDS)
+    marked = [r for r in table.rows if r["rank_mark"]]
+    assert {r["budget"] for r in marked} == {10, 100}  # a best (or tied) row at each budget
+    section = page.split("<tbody>")[1].split("</tbody>")[0]
+    strong_rows = [tr for tr in section.split("<tr>") if "<strong>" in tr]
+    assert len(strong_rows) == len(marked)
+    assert all(f"{r['mean_mean']:.1f} ± {r['mean_std']:.1f}</strong>" in page for r in marked)
+    assert "<strong>bold</strong>: best at its budget" in page  # the note says what bold means
 
 
 def test_cli_formats_and_empty_store(tmp_path, capsys):

@@ -1,17 +1,20 @@
 """The leaderboard as one static HTML page: per table, a plot of mean recall against budget and the table.
 
 Plots are inline SVG with real <text> labels, so the page is a single file that needs no server,
-and the condenser names in a plot are searchable (and testable).
+and the condenser names in a plot are searchable (and testable). The table is the markdown one,
+cell for cell, rows in the same order (by budget, best first); the best mean at each budget (and
+the ones tied with it) is bold, as in markdown.
 """
 from __future__ import annotations
 
 import html
 import io
+import re
 from typing import Any
 
 from tabulate import tabulate
 
-from vlbench.api import VLBenchError
+from vlbench.core import VLBenchError
 from vlbench.leaderboard import COLUMNS, FOOTNOTES, HEADER, Table, cells, tables
 
 STYLE = """
@@ -22,21 +25,29 @@ th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd; text-align: right;
 th:first-child, td:first-child { text-align: left; }
 figure { margin: 0; } figure svg { max-width: 100%; height: auto; }
 """
+BOLD = re.compile(r"\*\*(.+?)\*\*")  # markdown's bold, which `cells` uses for the best mean
 
 
-def leaderboard_html(records: list[dict[str, Any]]) -> str:
-    sections = [_section(t, i) for i, t in enumerate(tables(records))] or ["<p>No records yet.</p>"]
+def leaderboard_html(records: list[dict[str, Any]], split: str = "test") -> str:
+    sections = [_section(t, i) for i, t in enumerate(tables(records, split))] or ["<p>No records yet.</p>"]
     note = html.escape(HEADER.strip("_")).replace("`vlbench leaderboard`", "<code>vlbench leaderboard</code>")
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>vlbench leaderboard</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>vlbench leaderboard</h1>\n<p><em>{note}</em></p>\n"
             + "\n".join(sections) + "\n</body>\n</html>\n")
 
 
+def _html(text: Any) -> str:
+    """A markdown cell or note as HTML: escaped, **bold** as <strong>."""
+    return BOLD.sub(r"<strong>\1</strong>", html.escape(str(text)))
+
+
 def _section(table: Table, index: int) -> str:
-    body = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="html", disable_numparse=True)
-    footnote = f"<p>{html.escape(FOOTNOTES["learned_lrs"])}</p>" if any(r["learned_lrs"] for r in table.rows) else ""
+    body = tabulate([[_html(c) for c in cells(r)] for r in table.rows], headers=COLUMNS, tablefmt="unsafehtml",
+                    disable_numparse=True)
+    notes = ["learned_lrs"] if any(r["learned_lrs"] for r in table.rows) else []
+    footnotes = "".join(f"<p>{_html(FOOTNOTES[n])}</p>" for n in [*notes, "marks", "cost"])
     return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
-            f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnote}</section>')
+            f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnotes}\n</section>')
 
 
 def plot_svg(table: Table) -> str:
@@ -52,9 +63,10 @@ def plot_svg(table: Table) -> str:
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
         by_condenser: dict[str, list[dict[str, Any]]] = {}
-        for row in table.rows:
+        for row in table.rows:  # one line per condenser and config, as rows are keyed
             if not row["reference"]:
-                by_condenser.setdefault(row["condenser"], []).append(row)
+                label = row["condenser"] + (f" [{row['config_hash']}]" if row["config"] else "")
+                by_condenser.setdefault(label, []).append(row)
         for name, rows in by_condenser.items():
             rows.sort(key=lambda r: r["budget"])
             x = [r["budget"] for r in rows]
@@ -68,6 +80,10 @@ def plot_svg(table: Table) -> str:
             ax.axhline(m, color="black", linestyle="--", label=f"{full['condenser']} ({full['budget']} pairs)")
             ax.axhspan(m - s, m + s, color="black", alpha=0.1, linewidth=0)
         ax.set_xscale("log")
+        budgets = sorted({r["budget"] for rows in by_condenser.values() for r in rows})
+        if budgets:  # ticks at the budgets run, labelled 100, not 10^2
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
         ax.set_xlabel("budget (pairs)")
         ax.set_ylabel("mean recall (%)")
         ax.set_title(f"{table.dataset} · {table.backbone}", fontsize="medium")
