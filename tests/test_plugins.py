@@ -122,6 +122,7 @@ def test_a_name_registered_by_import_path_is_imported_on_first_use(site):
                                           r"cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_anywhere'$"),
     ("X = 1\n", "cannot be loaded: AttributeError"),
     (CONDENSER.format(name="other"), r"vlb_lazy_heavy:FirstPairs\) is a class named 'other'$"),
+    ("FirstPairs = int\n", r"FirstPairs\) is invalid: register\(\) for condensers got <class 'int'>, not a Condenser"),
 ])
 def test_a_broken_import_path_fails_only_its_name(site, heavy, error, capsys):
     install_dist(site, "vlbench-lazy", {"vlb_lazy": LAZY, "vlb_lazy_heavy": heavy}, {"lazy": "vlb_lazy"})

@@ -265,7 +265,10 @@ class Registry:
                 obj = getattr(obj, part)
         except (Exception, SystemExit) as e:
             raise PluginError(f"{where} cannot be loaded: {_one_line(e)}") from e
-        cls = check_plugin_class(entry.kind, obj)
+        try:
+            cls = check_plugin_class(entry.kind, obj)
+        except PluginError as e:
+            raise PluginError(f"{where} is invalid: {e}") from e
         if cls.name != entry.name:
             raise PluginError(f"{where} is a class named {cls.name!r}")
         return cls
