@@ -104,7 +104,8 @@ class Submitit(Executor):
                 jobs[i] = job
                 if notes[i]:
                     _write_note(notes[i], job)
-            ids = " ".join(job.job_id for job in submitted[:3]) + (f" ... {submitted[-1].job_id}" if len(submitted) > 3 else "")
+            ids = [job.job_id for job in submitted]
+            ids = " ".join(ids if len(ids) <= 4 else [*ids[:2], "...", ids[-1]])
             print(f"submitted {count(len(submitted), self.cluster + ' job')}: {ids} "
                   f"(log: {submitted[0].paths.stdout}{', ...' if len(submitted) > 1 else ''})", file=sys.stderr)
         for i, result in self._finished(jobs):
