@@ -71,7 +71,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print("no vlbench plugins are installed")
     else:
         rows = [(p.distribution, p.version, p.name, _registers(p), p.status) for p in plugins]
-        print(tabulate(rows, headers=["distribution", "version", "entry point", "registers", "status"]))
+        print(tabulate(rows, headers=["distribution", "version", "entry point", "registers", "status"],
+                       maxcolwidths=[None, None, None, 60, None]))  # the built-ins register many names
         for p in plugins:
             if p.error:
                 print(f"error in {p.distribution} ({p.name}): {p.error}")
