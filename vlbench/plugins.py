@@ -171,12 +171,16 @@ class Registry:
             mine = [e for e in entries if e.info is info]
             info.disabled = info.disabled or bool(mine) and not any(e.info is info for e in kept)
         self._add(kept)
+        self._check_lists(allow, block, known, entries)
+
+    def _check_lists(self, allow: set[str], block: set[str], known: set[str], entries: list[Entry]) -> None:
+        """Report list items that match nothing: most likely typos, which would otherwise silently do nothing."""
         qualified = {normalize(f"{e.info.distribution}:{e.name}") for e in entries}
         third_party = {normalize(e.name) for e in entries if normalize(e.info.distribution) != BUILTIN}
         builtin = {normalize(e.name) for e in entries} - third_party
         for var, names, usable in ((ALLOW_ENV, allow, known | qualified | third_party | builtin),
                                    (BLOCK_ENV, block, known | qualified | third_party)):
-            if names - usable:  # most likely a typo, which would otherwise silently do nothing
+            if names - usable:
                 hint = f" ({BUILTIN}'s own names are blocked as {BUILTIN}:NAME)" if (names - usable) & builtin else ""
                 self._report(f"{var} names no installed plugin: {', '.join(sorted(names - usable))}{hint}")
 
