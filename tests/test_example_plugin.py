@@ -14,6 +14,7 @@ import yaml
 from vlbench.plugins import Registry
 from vlbench.testing import check_condenser
 from plugin_dist import install_dist
+from test_plugins import LISTING
 
 PACKAGE = Path(__file__).resolve().parents[1] / "plugins" / "vlbench-kmeans"
 
@@ -57,6 +58,13 @@ def test_discovered_through_its_entry_point(site, monkeypatch):
     cls = reg.get("condenser", "kmeans")
     assert reg.provenance("condenser", "kmeans") == {"name": "kmeans", "distribution": "vlbench-kmeans", "version": "0.1.0"}
     assert Path(inspect.getfile(cls)).is_relative_to(site)  # the installed copy, not the source tree
+
+
+def test_listing_it_imports_neither_its_condenser_nor_torch(site):
+    done = subprocess.run([sys.executable, "-c", LISTING, "vlbench_kmeans.condenser"], env=env_with(site),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "vlbench-kmeans" in done.stdout and done.stdout.splitlines()[-1] == "IMPORTED []"
 
 
 def test_passes_the_conformance_kit(site, monkeypatch, kit_cache):

@@ -4,7 +4,7 @@ import torch
 
 from vlbench.api import VLBenchError
 from vlbench.testing import check_condenser, make_context
-from vlbench_kmeans import KMeansPrototypes, kmeans, nearest_distinct
+from vlbench_kmeans.condenser import KMeansPrototypes, kmeans, nearest_distinct
 
 
 @pytest.fixture(autouse=True)
