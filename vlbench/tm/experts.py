@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vlbench import costs
 from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
 from vlbench.data.transforms import Augment, expert_augment
 from vlbench.storage import atomic_write_json, file_lock
@@ -105,7 +106,11 @@ class ExpertBuffer:
         Holds an exclusive lock on the buffer meanwhile: concurrent runs wait instead of training twice.
         """
         with file_lock(self.directory / ".lock"):
-            return self._build(num, make_model, train_pairs, device, progress)
+            if all(len(self.trajectory(i)) > self.spec.epochs for i in range(num)):
+                costs.reusing("expert_buffer", self.directory)
+                return self._build(num, make_model, train_pairs, device, progress)
+            with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
+                return self._build(num, make_model, train_pairs, device, progress)
 
     def _build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs, device, progress: bool) -> list[Trajectory]:
         data = TrainData.from_pairs(train_pairs)
