@@ -82,3 +82,23 @@ def test_training_mode_survives_an_evaluating_epoch_callback():
     model.register_forward_pre_hook(lambda m, args: modes.append(m.training))
     train(model, TrainData.from_pairs(pairs), TrainProtocol(steps=14, batch_size=32), seed=0, on_epoch_end=callback)
     assert modes.count(True) == 14  # every training step ran in training mode
+
+
+def test_dropout_is_seeded_by_the_model_seed_and_leaves_the_global_rng_alone():
+    def dropout_model():
+        torch.manual_seed(0)
+        encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return DualEncoder(encoder, image_dim=8, text_dim=8, embed_dim=16, dropout=0.5)
+
+    data, protocol = TrainData.from_pairs(toy_pairs()), TrainProtocol(steps=5, batch_size=16)
+    torch.manual_seed(123)
+    a = train(dropout_model(), data, protocol, seed=0)
+    model = dropout_model()
+    torch.manual_seed(456)  # another global RNG state: the same seed still trains the same model
+    state = torch.random.get_rng_state()
+    b = train(model, data, protocol, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    c = train(dropout_model(), data, protocol, seed=1)
+    params = [list(m.trainable_parameters().values()) for m in (a, b, c)]
+    assert all(torch.equal(x, y) for x, y in zip(params[0], params[1]))
+    assert not all(torch.equal(x, y) for x, y in zip(params[0], params[2]))
