@@ -102,17 +102,34 @@ def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vlbench.plugins import registry
-    from vlbench.runner import run
+    from vlbench.runner import recorded, run
 
     spec, results = spec_from_args(args)
     if not registry().get("condenser", spec.condenser).trains_on_full_data and spec.budget <= 0:
         raise VLBenchError(f"budget must be a positive number of pairs, got {spec.budget}")
-    record = run(spec, results)
+    record = None if args.force else recorded(spec, results)
+    if record is not None:
+        print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
+    else:
+        record = run(spec, results)
+        print(stage_summary(record))
     m = record["metrics"]
     print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}: "
           f"mean recall on {spec.split} {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
           f"(record: {results}/records/{record['run_id']}.json)")
     return 0
+
+
+def stage_summary(record: dict[str, Any]) -> str:
+    """Where the time went: each stage, and each shared stage the condenser used (built now or reused)."""
+    lines = [f"  {name:<9} {info['wall_s']:8.1f} s" + (" (condensed set reused)" if info.get("cached") else "")
+             for name, info in record["stages"].items()]
+    for shared in (record["condensed"].get("cost") or {}).get("shared", []):
+        how = "built now" if shared["built_now"] else f"reused, built by run {shared['built_by'] or 'unknown'}"
+        wall = "?" if shared["wall_s"] is None else f"{shared['wall_s']:.1f}"
+        lines.append(f"    {shared['stage']}: {wall} s ({how})")
+    where = record["condensed"].get("path")
+    return "\n".join(["stages:", *lines] + ([f"condensed set: {where}"] if where else []))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -155,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
     run.add_argument("--evals", type=int, help="number of fresh evaluation models (seeds 0..K-1)")
     run.add_argument("--seed", type=int, help="condensing seed")
+    run.add_argument("--force", action="store_true", help="run again even if this exact run is already recorded")
     run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                      help="print the full trace of an error (a failing plugin, say), not one line")
     run.add_argument("--split", choices=SPLITS, help="split to evaluate on: test (default; report) or val (choose)")

@@ -302,6 +302,13 @@ class Run:
         }
 
 
+def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = None) -> dict[str, Any] | None:
+    """The newest record of this very run in `results_dir`, if it ran before."""
+    run_ = Run(spec, plugins, progress=False)
+    found = ResultsStore(Path(results_dir)).find(run_.run_key(run_.load_dataset()))
+    return found[-1] if found else None
+
+
 def run(spec: RunSpec, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None) -> dict[str, Any]:
     """Execute a run and append its record to the results store; returns the record."""
     record = Run(spec, plugins, progress).execute()
