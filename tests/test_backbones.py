@@ -196,3 +196,11 @@ def test_default_backbone_uses_the_shipped_pretrained_checkpoint(tmp_path, monke
     assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("5c3ee6fa9be90673")
     # Another architecture has no shipped weights: it is pretrained into the cache.
     assert TinyViTMiniLM(depth=2).checkpoint_path().parent == tmp_path / "pretrained"
+
+
+def test_spelling_out_a_default_option_keeps_the_default_id():
+    from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+
+    assert TinyViTMiniLM(lora_rank=4).id == TinyViTMiniLM().id == "tinyvit-minilm"
+    assert TinyViTMiniLM(lora_rank=8).id != "tinyvit-minilm"
+    assert TinyViTMiniLM(lora_rank=8).full_finetuning().id == TinyViTMiniLM(lora_rank=0).id

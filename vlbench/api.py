@@ -160,12 +160,13 @@ class Backbone(ABC):
         if unknown:
             raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
                                f"(options: {', '.join(self.defaults) or 'none'})")
-        self.config = config  # only what the user set: the id stays the bare name for defaults
         self.options = {**self.defaults, **config}
+        # Only what differs from the defaults: spelling out a default gives the default's id and caches.
+        self.config = {k: v for k, v in self.options.items() if v != self.defaults.get(k)}
 
     @property
     def id(self) -> str:
-        """Name plus config: what makes two backbones the same for caching and leaderboards."""
+        """Name plus non-default config: what makes two backbones the same for caching and leaderboards."""
         return f"{self.name}-{stable_hash(self.config, 8)}" if self.config else self.name
 
     @property
