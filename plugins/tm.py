@@ -42,6 +42,9 @@ class TrajectoryMatching(Condenser):
     Config = TMConfig
     extras = frozenset({"learned_lrs"})
 
+    def bounded_pixels(self) -> bool:
+        return self.config.clamp_pixels
+
     def variant(self, backbone: Backbone) -> Backbone:
         """The backbone whose trainable parameters are recorded and matched."""
         return backbone.full_finetuning()

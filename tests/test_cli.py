@@ -185,3 +185,22 @@ def test_unreadable_config(tmp_path, capsys):
     assert main(["run", "--condenser", "random", "--config", str(bad)]) == 2
     assert "unknown option(s) budgte (known: backbone, " in capsys.readouterr().err
     assert main(["run", "--condenser", "random", "--budget", "5", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_pixels_out_of_range_are_refused_unless_the_condenser_declares_them(env, capsys, monkeypatch):
+    from vlbench_plugins.random_subset import RandomPairs
+
+    real = RandomPairs.condense
+
+    def bright(self, ctx):
+        condensed = real(self, ctx)
+        condensed.images[0] += 10.0  # far outside the normalised [0, 1] image range
+        return condensed
+
+    monkeypatch.setattr(RandomPairs, "condense", bright)
+    base, config = env
+    args = ["run", "--condenser", "random", "--budget", "9", "--evals", "1", "--config", str(config), "--results", str(base / "px")]
+    assert main(args) == 2
+    assert "pixels leave the valid image range" in capsys.readouterr().err
+    monkeypatch.setattr(RandomPairs, "bounded_pixels", lambda self: False)  # as tm with clamp_pixels: false
+    assert main(args) == 0

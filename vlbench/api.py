@@ -363,6 +363,11 @@ class Condenser(ABC):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def bounded_pixels(self) -> bool:
+        """Whether its images stay in the valid image range (checked before caching); a method that
+        deliberately lets pixels leave it (the official trajectory-matching code) returns False."""
+        return True
+
     def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
         """SGD steps an evaluation model trains on this condenser's set: the protocol's fixed count."""
         return protocol.steps

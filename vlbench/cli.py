@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from vlbench.core import SPLITS, RunSpec, TrainProtocol, VLBenchError
+from vlbench.core import SPLITS, RunSpec, VLBenchError, resolve_spec
 from vlbench.data_cli import add_data_commands
 from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
@@ -65,21 +65,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, str]:
     """Merge defaults, the YAML config and the flags (flags win) into a checked RunSpec, before any work."""
     config = load_config(args.config)
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
-    for flag in RUN_FLAGS:
-        value = getattr(args, flag)
-        if value is not None:
-            config[flag] = value
-    if "condenser" not in config:
-        raise VLBenchError("no condenser given: pass --condenser NAME (see `vlbench list`)")
-    config.setdefault("budget", 0)
-    protocol = config.get("protocol") or {}
-    if not isinstance(protocol, dict):
-        raise VLBenchError("`protocol` in the config must be a mapping")
-    try:
-        config["protocol"] = TrainProtocol(**protocol)
-    except TypeError as e:
-        raise VLBenchError(f"bad protocol option: {e}") from e
-    spec = RunSpec.from_dict(config)
+    spec = resolve_spec(config, {flag: getattr(args, flag) for flag in RUN_FLAGS})
     if args.option or args.backbone_opt:
         spec = _with_assignments(spec, args.option, args.backbone_opt)
     return spec, results

@@ -76,9 +76,9 @@ class TrainProtocol:
         return f"v{self.version}-{stable_hash(dataclasses.asdict(self), 6)}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
-    """One benchmark run: condense once, train `evals` fresh models, evaluate on `split`."""
+    """One benchmark run: condense once, train `evals` fresh models, evaluate on `split` (immutable)."""
 
     condenser: str
     budget: int
@@ -111,10 +111,24 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         d = dict(d)
-        if isinstance(d.get("protocol"), dict):
-            d["protocol"] = TrainProtocol(**d["protocol"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise VLBenchError(f"unknown run option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        if isinstance(d.get("protocol"), dict):
+            d["protocol"] = TrainProtocol(**d["protocol"])  # TypeError: an unknown protocol option
+        elif d.get("protocol") is None:
+            d.pop("protocol", None)
         return cls(**d)
+
+
+def resolve_spec(config: dict[str, Any], flags: dict[str, Any] | None = None) -> RunSpec:
+    """The one way a run is resolved (run, experts, show, sweeps): defaults < YAML `config` < `flags`
+    (None = not given). `budget` defaults to 0, which only `full` accepts: it trains on every pair."""
+    merged = {**config, **{k: v for k, v in (flags or {}).items() if v is not None}}
+    if "condenser" not in merged:
+        raise VLBenchError("no condenser given: pass --condenser NAME (see `vlbench list`)")
+    try:
+        return RunSpec.from_dict({"budget": 0, **merged})
+    except TypeError as e:
+        raise VLBenchError(f"bad run option: {e}") from e

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlbench.core import RunSpec, VLBenchError
+from vlbench.core import VLBenchError, resolve_spec
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     experts.add_argument("--num", type=int, help="number of experts (default: the condenser's num_experts)")
     experts.add_argument("--epochs", type=int, help="epochs per expert (default: the condenser's train_epochs)")
     experts.add_argument("--config", help="run YAML, or a sweep YAML (its first run), whose options to use (e.g. configs/flickr30k-tm-lora.yaml)")
-    experts.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    experts.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     experts.add_argument("--noise-floor", action="store_true",
                          help="also replay expert 0's matched segments with another batch order and print their matching loss")
     experts.set_defaults(func=cmd_experts)
@@ -31,11 +31,10 @@ def _run_for(args: argparse.Namespace):
     config = load_config(args.config)
     if isinstance(config.get("grid"), list):  # a sweep file: its first run
         config = config["grid"][0]
-    spec = RunSpec(condenser=args.condenser or config.get("condenser", "tm-lora"), budget=1,
-                   dataset=args.dataset or config.get("dataset", "synthscenes"),
-                   backbone=args.backbone or config.get("backbone", "tinyvit-minilm"),
-                   data_root=args.data_root or config.get("data_root"), device=args.device,
-                   condenser_options=config.get("condenser_options", {}), backbone_options=config.get("backbone_options", {}))
+    config.pop("results", None)
+    flags = {"condenser": args.condenser, "dataset": args.dataset, "backbone": args.backbone,
+             "data_root": args.data_root, "device": args.device}
+    spec = resolve_spec({"condenser": "tm-lora", **config}, flags)
     return Run(spec)
 
 

@@ -225,7 +225,8 @@ class Run:
             validation.check_condensed(
                 condensed, budget=self.spec.budget, declared_extras=self.condenser_cls.extras,
                 image_size=self.backbone.image_size, text_dim=self.backbone.text_encoder.dim,
-                num_train=dataset.split("train").num_pairs, normalization=self.backbone.normalization)
+                num_train=dataset.split("train").num_pairs,
+                normalization=self.backbone.normalization if self.condenser.bounded_pixels() else None)
         except validation.InvalidSet as e:
             raise PluginError(f"condenser {self.spec.condenser!r} ({self._distribution()}) returned an invalid set: {e}; "
                               "nothing was cached") from e

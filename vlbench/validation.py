@@ -74,10 +74,12 @@ def check_pixel_range(cs: CondensedSet, normalization: tuple[tuple[float, ...], 
 
 
 def check_condensed(cs: CondensedSet, *, budget: int, declared_extras: frozenset[str], image_size: int, text_dim: int,
-                    num_train: int, normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
-    """Every check, in order; raises InvalidSet with the first problem."""
+                    num_train: int, normalization: tuple[tuple[float, ...], tuple[float, ...]] | None) -> None:
+    """Every check, in order; raises InvalidSet with the first problem. `normalization` None: the
+    condenser declares unbounded pixels (Condenser.bounded_pixels), so their range is not checked."""
     if len(cs) != budget:
         raise InvalidSet(f"returned {len(cs)} pairs for budget {budget}")
     check_shapes(cs, image_size, text_dim, num_train)
     check_extras(cs, declared_extras)
-    check_pixel_range(cs, normalization)
+    if normalization is not None:
+        check_pixel_range(cs, normalization)
