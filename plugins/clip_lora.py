@@ -19,7 +19,6 @@ from typing import Any
 import peft
 import torch
 
-from vlbench import hookimpl
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
 from vlbench.modules import DualEncoder
 from vlbench.text_encoders import OpenCLIPTextEncoder, weights_id
@@ -109,8 +108,3 @@ class CLIPLoRA(Backbone):
             dim = self.embed_dim
             model = DualEncoder(visual, dim, dim, dim, self.options["dropout"], image_head=False)
         return model.to(device)
-
-
-@hookimpl
-def register_backbones(register):
-    register(CLIPLoRA)

@@ -2,7 +2,6 @@
 
 Layouts (both annotation forms) and where to download: docs/data.md.
 """
-from vlbench import hookimpl
 from vlbench.data.sources import KarpathySource
 
 
@@ -20,9 +19,3 @@ class COCO(KarpathySource):
     karpathy_image_dir = ""  # its filepath field (train2014/, val2014/) starts at the root
     blip_files = {split: f"coco_karpathy_{split}.json" for split in ("train", "val", "test")}
     expected_images = {"train": 113287, "val": 5000, "test": 5000}  # train includes Karpathy's restval
-
-
-@hookimpl
-def register_datasets(register):
-    register(Flickr30K)
-    register(COCO)

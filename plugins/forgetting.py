@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from vlbench import costs, hookimpl
+from vlbench import costs
 from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.storage import atomic_save_tensors, file_lock
@@ -56,8 +56,3 @@ class Forgetting(Condenser):
                                                   ctx.device, progress=bar.update)
                 atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
             return history
-
-
-@hookimpl
-def register_condensers(register):
-    register(Forgetting)

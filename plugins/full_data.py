@@ -8,7 +8,6 @@ count is chosen on the validation split (configs/tuning/full-epochs.yaml, docs/p
 import math
 from dataclasses import dataclass
 
-from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError
 
 
@@ -32,8 +31,3 @@ class FullData(Condenser):
     def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
         steps_per_epoch = math.ceil(num_pairs / min(protocol.batch_size, num_pairs))  # as train() counts epochs
         return math.ceil(self.config.epochs * steps_per_epoch)
-
-
-@hookimpl
-def register_condensers(register):
-    register(FullData)

@@ -1,5 +1,4 @@
 """`herding`: pairs picked so that their mean joint embedding tracks the mean of all pairs."""
-from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser
 from vlbench.coreset import herding, reference_features
 
@@ -11,8 +10,3 @@ class Herding(Condenser):
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         picked = herding(reference_features(ctx), ctx.budget)
         return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)
-
-
-@hookimpl
-def register_condensers(register):
-    register(Herding)

@@ -1,5 +1,4 @@
 """`kcenter`: greedy k-center (farthest-first) pairs in the joint embedding space."""
-from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser
 from vlbench.coreset import kcenter_greedy, reference_features
 
@@ -11,8 +10,3 @@ class KCenter(Condenser):
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         picked = kcenter_greedy(reference_features(ctx), ctx.budget, ctx.seed)
         return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)
-
-
-@hookimpl
-def register_condensers(register):
-    register(KCenter)

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlbench import hookimpl
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
 from vlbench.modules import DualEncoder
 from vlbench.text_encoders import BertCLSEncoder
@@ -96,8 +95,3 @@ class NFNetBERT(Backbone):
             dim = encoder.num_features
             model = DualEncoder(encoder, dim, self.text_encoder.dim, dim, self.options["dropout"], image_head=False)
         return model.to(device)
-
-
-@hookimpl
-def register_backbones(register):
-    register(NFNetBERT)

@@ -1,7 +1,6 @@
 """`random`: uniformly sampled training pairs, without replacement, seeded."""
 import torch
 
-from vlbench import hookimpl
 from vlbench.api import CondensedSet, CondenseContext, Condenser
 from vlbench.coreset import check_budget
 
@@ -14,8 +13,3 @@ class RandomPairs(Condenser):
         generator = torch.Generator().manual_seed(ctx.seed)
         picked = torch.randperm(len(ctx.train), generator=generator)[: ctx.budget]
         return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)
-
-
-@hookimpl
-def register_condensers(register):
-    register(RandomPairs)

@@ -17,7 +17,6 @@ import peft
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from vlbench import hookimpl
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
 from vlbench_plugins.tinyvit_pretrain import cell_features
@@ -140,8 +139,3 @@ class TinyViTMiniLM(Backbone):
             encoder = CellPooled(vit, grid=3)
             model = DualEncoder(encoder, 9 * self.options["width"], self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
         return model.to(device)
-
-
-@hookimpl
-def register_backbones(register):
-    register(TinyViTMiniLM)

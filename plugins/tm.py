@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from vlbench import hookimpl
 from vlbench.api import Backbone, CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, VLModel
 from vlbench.coreset import check_budget
 from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpec, Student, derived_seed
@@ -113,8 +112,3 @@ class TrajectoryMatching(Condenser):
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
-
-
-@hookimpl
-def register_condensers(register):
-    register(TrajectoryMatching)

@@ -6,7 +6,6 @@ problem than matching a whole encoder.
 """
 from __future__ import annotations
 
-from vlbench import hookimpl
 from vlbench.api import Backbone, VLBenchError, VLModel
 from vlbench_plugins.tm import TrajectoryMatching
 
@@ -20,8 +19,3 @@ class LoRATrajectoryMatching(TrajectoryMatching):
     def check_model(self, model: VLModel) -> None:
         if not model.lora_parameter_names():
             raise VLBenchError("tm-lora needs a backbone with LoRA adapters (lora_rank > 0); use `tm` to match all parameters")
-
-
-@hookimpl
-def register_condensers(register):
-    register(LoRATrajectoryMatching)

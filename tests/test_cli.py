@@ -6,7 +6,7 @@ import pytest
 
 import torch
 
-from vlbench.api import CondensedSet, VLBenchError
+from vlbench.api import CondensedSet
 from vlbench.cli import main
 from vlbench.core import stable_hash
 from vlbench.data.synthscenes import generate

@@ -1,4 +1,3 @@
-import pytest
 
 from vlbench.leaderboard import FOOTNOTES, leaderboard_markdown, summary_markdown, write_leaderboard
 from vlbench.results import ResultsStore, new_run_id

@@ -41,7 +41,6 @@ def _run_for(args: argparse.Namespace):
 def cmd_experts(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
 
     from vlbench.api import CondenseContext, cache_dir
     from vlbench.tm import ExpertBuffer, noise_floor
