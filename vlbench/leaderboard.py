@@ -267,7 +267,7 @@ def render(records: list[dict[str, Any]], fmt: str = "md", split: str = "test") 
     if fmt == "html":
         from vlbench.leaderboard_html import leaderboard_html
 
-        return leaderboard_html([r for r in records if split_of(r) == split])
+        return leaderboard_html(records, split)
     renderers = {"md": leaderboard_markdown, "csv": leaderboard_csv, "json": leaderboard_json, "summary": summary_markdown}
     if fmt not in renderers:
         raise ValueError(f"unknown leaderboard format {fmt!r} (known: {', '.join(FORMATS)})")
