@@ -88,10 +88,14 @@ def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vlbench.plugins import registry
-    from vlbench.runner import recorded, run
 
     spec, results = spec_from_args(args)
-    if not registry().get("condenser", spec.condenser).trains_on_full_data and spec.budget <= 0:
+    reg = registry()
+    for kind, name in (("condenser", spec.condenser), ("backbone", spec.backbone), ("dataset", spec.dataset)):
+        reg.origin(kind, name)  # an unknown name fails here, before torch is imported
+    from vlbench.runner import recorded, run
+
+    if not reg.get("condenser", spec.condenser).trains_on_full_data and spec.budget <= 0:
         raise VLBenchError(f"budget must be a positive number of pairs, got {spec.budget}")
     record = None if args.force else recorded(spec, results)
     if record is not None:
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
     run.add_argument("--evals", type=int, help="number of fresh evaluation models (seeds 0..K-1)")
     run.add_argument("--seed", type=int, help="condensing seed")
+    add_strict_flag(run)
     run.add_argument("--force", action="store_true", help="run again even if this exact run is already recorded")
     run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                      help="print the full trace of an error (a failing plugin, say), not one line")
