@@ -28,8 +28,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
 def source_commit() -> dict[str, object]:
-    """The git commit vlbench runs from and whether tracked files differ from it (None outside a checkout)."""
+    """The git commit vlbench runs from and whether tracked files differ from it (None outside a checkout).
+
+    Read once per process (the runner asks when a run starts): a long sweep records the code it
+    loaded, not whatever the checkout holds by the time a run finishes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(SOURCE_DIR), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()

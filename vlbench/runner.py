@@ -85,6 +85,7 @@ class Run:
         self.source = self.plugins.get("dataset", spec.dataset)(**spec.dataset_options)
         self.augment = train_augment(self.source.flip_safe) if spec.protocol.augment else None
         self.stages: dict[str, dict[str, Any]] = {}
+        self.commit = source_commit()  # now, before any work: the code this run starts with
 
     @functools.cached_property
     def device(self) -> torch.device:
@@ -299,7 +300,7 @@ class Run:
             "packages": package_versions(),
             "python": platform.python_version(),
             "vlbench_version": vlbench.__version__,
-            "source": source_commit(),
+            "source": self.commit,
         }
 
 
