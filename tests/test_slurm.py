@@ -81,6 +81,7 @@ class Sweep:
     """`vlbench sweep FILE` in its own process group, its output in a file we can read as it grows."""
 
     def __init__(self, path: Path, *args: str, env: dict | None = None):
+        self.name = yaml.safe_load(path.read_text())["name"]
         self.log = path.parent / f"out-{time.monotonic_ns()}.txt"
         with self.log.open("w") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "vlbench.cli", "sweep", str(path), *args],
@@ -117,6 +118,22 @@ class Sweep:
         self.process.wait()
 
 
+@pytest.fixture
+def launch():
+    """Starts sweeps; afterwards kills those still running and cancels their jobs (a held job would wait forever)."""
+    started = []
+
+    def start(path: Path, *args: str, env: dict | None = None) -> Sweep:
+        started.append(Sweep(path, *args, env=env))
+        return started[-1]
+
+    yield start
+    for sweep in started:
+        if sweep.process.poll() is None:
+            sweep.kill()
+        slurm("scancel", f"--name=vlbench-{sweep.name}")
+
+
 def submitted(output: str) -> list[str]:
     """The job ids of every `submitted ...` line."""
     return [i for line in re.findall(r"^submitted \d+ slurm jobs?: ([\d_ .]+) \(", output, re.MULTILINE)
@@ -149,13 +166,13 @@ def test_a_sweep_runs_through_sbatch(first_sweep):
     assert len(ResultsStore(path.parent / "results").records()) == 4
 
 
-def test_a_rerun_submits_only_the_missing_run(first_sweep, tmp_path):
+def test_a_rerun_submits_only_the_missing_run(first_sweep, tmp_path, launch):
     path, _ = first_sweep
     results = tmp_path / "results"
     shutil.copytree(path.parent / "results", results)
     records = sorted((results / "records").glob("*.json"))
     records[0].unlink()
-    out = Sweep(path, "--results", str(results)).finish()
+    out = launch(path, "--results", str(results)).finish()
     assert "4 runs: 3 done, 1 to run" in out
     assert len(submitted(out)) == 1 and "prepare" not in out  # the data and the reference model exist
     assert len(re.findall(r"^ok +run ", out, re.MULTILINE)) == 1
@@ -176,11 +193,11 @@ def no_accounting(tmp_path):
 
 
 @pytest.mark.parametrize("accounting", [True, False], ids=["accounting", "no-accounting"])
-def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_path, accounting, request):
+def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_path, accounting, request, launch):
     """The first job is the run's: the data is prepared (by the first sweep)."""
     env = None if accounting else request.getfixturevalue("no_accounting")
     path = write_sweep(tmp_path, cluster, {"condenser": "random", "budget": 30, "seed": 2 if accounting else 3})
-    sweep = Sweep(path, "--retries", "1", env=env)
+    sweep = launch(path, "--retries", "1", env=env)
     first = sweep.expect(r"^submitted 1 slurm job: (\S+) ").group(1)
     log = tmp_path / "logs" / first / f"{first}_0_log"
     out = log.with_suffix(".out")
@@ -197,27 +214,26 @@ def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_pa
     assert "the run is recorded in" in out and len(ResultsStore(tmp_path / "results").records()) == 1
 
 
-def test_a_rerun_after_a_killed_sweep_waits_for_its_jobs(first_sweep, cluster, tmp_path):
+def test_a_rerun_after_a_killed_sweep_waits_for_its_jobs(first_sweep, cluster, tmp_path, launch):
     """Jobs are submitted held (`sbatch --hold`), so each kill lands while they are in the queue."""
     path = write_sweep(tmp_path, cluster, {"condenser": "herding", "budget": [20, 40], "seed": 1},
                        slurm_additional_parameters={"hold": True})
-    first = Sweep(path)
+    first = launch(path)
     stage = first.expect(r"^submitted 1 slurm job: (\S+) \(").group(1)
     first.kill()  # while the reference model's job waits in the queue
 
-    second = Sweep(path)
+    second = launch(path)
     second.expect(rf"^waiting for 1 job submitted earlier and still in the queue: {stage}$")
     assert slurm("scontrol", "release", stage).returncode == 0
     runs = second.expect(r"^submitted 2 slurm jobs: (\S+ \S+) \(").group(1).split()
     assert submitted(second.output) == runs  # the stage was not submitted again
     second.kill()  # while the runs wait in the queue
 
-    third = Sweep(path)
+    third = launch(path)
     third.expect(rf"^waiting for 2 jobs submitted earlier and still in the queue: {' '.join(runs)}$")
     assert slurm("scontrol", "release", runs[0].split("_")[0]).returncode == 0
     out = third.finish()
     assert submitted(out) == [] and "all 2 runs recorded" in out
     assert len(ResultsStore(tmp_path / "results").records()) == 2
-    name = yaml.safe_load(path.read_text())["name"]
-    queue = slurm("squeue", "--noheader", "--array", "--states=all", f"--name=vlbench-{name}", "--format=%i").stdout
+    queue = slurm("squeue", "--noheader", "--array", "--states=all", f"--name=vlbench-{third.name}", "--format=%i").stdout
     assert sorted(queue.split()) == sorted([stage, *runs])  # three jobs in all, none twice
