@@ -1,10 +1,12 @@
 """`full`: the whole training set, the reference that recovery ratios are measured against.
 
 Nothing is condensed: the runner trains evaluation models on the training pairs themselves
-(`trains_on_full_data`) with the protocol's optimiser, for `epochs` passes over the data rather
-than the protocol's fixed step count, so that the reference is a converged model. The epoch
-count is chosen on the validation split (configs/tuning/full-epochs.yaml, docs/protocol.md).
+(`trains_on_full_data`) with the protocol's optimiser (SGD, momentum, weight decay, batch), for
+`epochs` passes over the data rather than the protocol's fixed step count, so that the reference
+is a converged model; at `lr` when given, because a long run at the short protocol's lr can
+collapse. Both are chosen on the validation split (scripts/tune_full_epochs.py, docs/protocol.md).
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -14,10 +16,11 @@ from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol,
 @dataclass
 class FullDataConfig:
     epochs: float = 8.0  # passes over the training pairs; chosen on val (docs/protocol.md)
+    lr: float | None = 0.01  # None: the protocol's; chosen on val (docs/protocol.md)
 
     def __post_init__(self):
-        if not self.epochs > 0:
-            raise VLBenchError(f"full: epochs must be positive, got {self.epochs}")
+        if not self.epochs > 0 or (self.lr is not None and not self.lr > 0):
+            raise VLBenchError(f"full: epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
 
 
 class FullData(Condenser):
@@ -28,6 +31,7 @@ class FullData(Condenser):
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         raise TypeError("`full` is not condensed: the runner trains on the training pairs directly")
 
-    def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
+    def evaluation_protocol(self, num_pairs: int, protocol: TrainProtocol) -> TrainProtocol:
         steps_per_epoch = math.ceil(num_pairs / min(protocol.batch_size, num_pairs))  # as train() counts epochs
-        return math.ceil(self.config.epochs * steps_per_epoch)
+        return dataclasses.replace(protocol, steps=math.ceil(self.config.epochs * steps_per_epoch),
+                                   lr=protocol.lr if self.config.lr is None else self.config.lr)

@@ -75,8 +75,8 @@ def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
 
     trained_on = []
     real_train = runner.train
-    monkeypatch.setattr(runner, "train", lambda model, data, *a, **kw: trained_on.append((len(data), kw["steps"])) or
-                        real_train(model, data, *a, **kw))
+    monkeypatch.setattr(runner, "train", lambda model, data, protocol, *a, **kw: trained_on.append((len(data), protocol.steps))
+                        or real_train(model, data, protocol, *a, **kw))
     base, config = env
     results = base / "full-results"
     assert main(["run", "--condenser", "full", "--config", str(config), "--results", str(results),
@@ -85,7 +85,7 @@ def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
     assert record["budget"] == 300  # 60 images x 5 captions
     assert record["condenser"]["reference"] is True and record["seeds"] == [1]  # seed 1 picks other eval models
     assert trained_on == [(300, 2 * 10)]  # every pair, two passes of batch 32
-    assert record["protocol"]["eval_steps"] == 20
+    assert record["protocol"]["evaluation"]["steps"] == 20 and record["protocol"]["evaluation"]["lr"] == 0.01
 
 
 def test_evaluation_uses_the_split_asked_for(env, monkeypatch):

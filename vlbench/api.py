@@ -247,13 +247,37 @@ class CondenseContext:
 
 
 @dataclass
+class LowRankTargets:
+    """Soft targets stored factored: `diagonal(d) + left @ right.T` (LoRS's parameterisation, with its
+    alpha / rank scale folded into the factors). `diagonal` None stores just `left @ right.T`."""
+
+    left: Tensor  # (N, r)
+    right: Tensor  # (N, r)
+    diagonal: Tensor | None = None  # (N,)
+
+    def dense(self) -> Tensor:
+        out = self.left @ self.right.t()
+        return out if self.diagonal is None else out + torch.diag(self.diagonal)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """{part: tensor} of what is stored, in save order."""
+        parts = {"left": self.left, "right": self.right, "diagonal": self.diagonal}
+        return {k: v for k, v in parts.items() if v is not None}
+
+    def describe(self) -> dict[str, Any]:
+        return {"form": "low_rank", "rank": self.left.shape[1], "diagonal": self.diagonal is not None}
+
+
+@dataclass
 class CondensedSet:
     """What a condenser produced, saved as safetensors plus a JSON manifest."""
 
     images: Tensor  # (N, 3, H, W) float32, in the backbone's normalised input space
     text_features: Tensor  # (N, d) frozen text-encoder space
     learned_lrs: dict[str, float] | None = None  # {"image": lr, "text": lr}
-    soft_targets: Tensor | None = None  # (N, N) similarity targets, if the method learns them
+    #: Image-text similarity targets, if the method learns them: dense (N, N) or factored. Entry
+    #: [i, j] weighs caption j as a match of image i; evaluation trains with `train.soft_clip_loss`.
+    soft_targets: Tensor | LowRankTargets | None = None
     source_indices: Tensor | None = None  # training pair indices, for coresets
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -267,13 +291,32 @@ class CondensedSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def target_tensors(self) -> dict[str, Tensor]:
+        """The stored soft-target tensors by name: `soft_targets` (dense) or `soft_targets.<part>` (factored)."""
+        if self.soft_targets is None:
+            return {}
+        if isinstance(self.soft_targets, LowRankTargets):
+            return {f"soft_targets.{k}": v for k, v in self.soft_targets.tensors().items()}
+        return {"soft_targets": self.soft_targets}
+
+    def dense_targets(self) -> Tensor | None:
+        """The (N, N) target matrix, whichever form is stored."""
+        if isinstance(self.soft_targets, LowRankTargets):
+            return self.soft_targets.dense()
+        return self.soft_targets
+
+    def describe_targets(self) -> dict[str, Any] | None:
+        """What the record says about the soft targets (None: the set has none)."""
+        if isinstance(self.soft_targets, LowRankTargets):
+            return self.soft_targets.describe()
+        return None if self.soft_targets is None else {"form": "dense"}
+
     @property
     def extra_bytes(self) -> int:
-        """Storage beyond the N pairs themselves (learned lrs, soft targets)."""
+        """Storage beyond the N pairs themselves: learned lrs, and soft targets as stored (N·N dense; 2·N·r
+        for factors, plus N for a diagonal)."""
         extra = 4 * len(self.learned_lrs or {})
-        if self.soft_targets is not None:
-            extra += self.soft_targets.numel() * self.soft_targets.element_size()
-        return extra
+        return extra + sum(t.numel() * t.element_size() for t in self.target_tensors().values())
 
     @property
     def storage_bytes(self) -> int:
@@ -281,9 +324,7 @@ class CondensedSet:
         return pairs + self.extra_bytes
 
     def tensors(self) -> dict[str, Tensor]:
-        out = {"images": self.images, "text_features": self.text_features}
-        if self.soft_targets is not None:
-            out["soft_targets"] = self.soft_targets
+        out = {"images": self.images, "text_features": self.text_features, **self.target_tensors()}
         if self.source_indices is not None:
             out["source_indices"] = self.source_indices
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
@@ -299,6 +340,7 @@ class CondensedSet:
             manifest = {
                 "num_pairs": len(self),
                 "learned_lrs": self.learned_lrs,
+                "soft_targets": self.describe_targets(),
                 "storage_bytes": self.storage_bytes,
                 "extra_bytes": self.extra_bytes,
                 "meta": self.meta,
@@ -316,11 +358,12 @@ class CondensedSet:
             tensors = load_file(str(directory / "tensors.safetensors"))
         except (OSError, ValueError) as e:
             raise VLBenchError(f"cannot read condensed set at {directory}: {e}") from e
+        factors = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("soft_targets.")}
         return cls(
             images=tensors["images"],
             text_features=tensors["text_features"],
             learned_lrs=manifest.get("learned_lrs"),
-            soft_targets=tensors.get("soft_targets"),
+            soft_targets=LowRankTargets(**factors) if factors else tensors.get("soft_targets"),
             source_indices=tensors.get("source_indices"),
             meta=manifest.get("meta", {}),
         )
@@ -368,9 +411,10 @@ class Condenser(ABC):
         deliberately lets pixels leave it (the official trajectory-matching code) returns False."""
         return True
 
-    def evaluation_steps(self, num_pairs: int, protocol: TrainProtocol) -> int:
-        """SGD steps an evaluation model trains on this condenser's set: the protocol's fixed count."""
-        return protocol.steps
+    def evaluation_protocol(self, num_pairs: int, protocol: TrainProtocol) -> TrainProtocol:
+        """How an evaluation model trains on this condenser's set: the table's protocol, unchanged.
+        (The full-data reference trains longer; the record keeps what was used.)"""
+        return protocol
 
     @abstractmethod
     def condense(self, ctx: CondenseContext) -> CondensedSet:

@@ -1,6 +1,7 @@
 """RunSpec -> condense (validated, cached) -> train fresh models -> evaluate on the asked split -> one record."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
 import resource
@@ -18,7 +19,7 @@ from tqdm import tqdm
 import vlbench
 from vlbench import costs, validation
 from vlbench.api import (
-    Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, RunSpec, VLBenchError, VLModel,
+    Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, RunSpec, TrainProtocol, VLBenchError, VLModel,
     cache_dir, stable_hash,
 )
 from vlbench.data.transforms import train_augment
@@ -81,6 +82,10 @@ class Run:
         self.plugins = plugins or registry()
         self.condenser_cls: type[Condenser] = self.plugins.get("condenser", spec.condenser)
         self.condenser = self.condenser_cls(**spec.condenser_options)
+        try:  # before any work: an extra that evaluation cannot use would be silently ignored
+            validation.check_declared(self.condenser_cls.extras)
+        except validation.InvalidSet as e:
+            raise PluginError(f"condenser {spec.condenser!r} ({self._distribution()}) {e}") from e
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
         self.source = self.plugins.get("dataset", spec.dataset)(**spec.dataset_options)
         self.augment = train_augment(self.source.flip_safe) if spec.protocol.augment else None
@@ -233,11 +238,11 @@ class Run:
                               "nothing was cached") from e
 
     def _train(self, model: VLModel, data: TrainData, seed: int, lrs: dict[str, float] | None, label: str,
-               steps: int | None = None) -> None:
-        total = self.spec.protocol.steps if steps is None else steps
-        with tqdm(total=total, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
-            train(model, data, self.spec.protocol, seed, learned_lrs=lrs, steps=total, device=self.device,
-                  augment=self.augment, progress=bar.update)
+               protocol: TrainProtocol | None = None) -> None:
+        protocol = protocol or self.spec.protocol
+        with tqdm(total=protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
+            train(model, data, protocol, seed, learned_lrs=lrs, device=self.device, augment=self.augment,
+                  progress=bar.update)
 
     def eval_seeds(self) -> list[int]:
         """Seeds of the evaluation models. Nothing is condensed for the full-data reference, so there the
@@ -253,26 +258,29 @@ class Run:
                 data, lrs = TrainData.from_pairs(train_pairs), None
                 n_bytes = train_pairs.images.nbytes + train_pairs.text_features.nbytes
                 condensed_info = {"key": None, "path": None, "num_pairs": len(train_pairs), "storage_bytes": n_bytes,
-                                  "extra_bytes": 0, "learned_lrs": None, "cost": {"own_s": 0.0, "shared": []}}
+                                  "extra_bytes": 0, "learned_lrs": None, "soft_targets": None,
+                                  "cost": {"own_s": 0.0, "shared": []}}
                 info["cached"] = False
             else:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
-                data, lrs = TrainData.from_condensed(condensed.images, condensed.text_features), condensed.learned_lrs
+                data = TrainData.from_condensed(condensed.images, condensed.text_features, condensed.dense_targets())
+                lrs = condensed.learned_lrs
                 condensed_info = {"key": key, "path": portable_path(path), "num_pairs": len(condensed),
                                   "storage_bytes": condensed.storage_bytes, "extra_bytes": condensed.extra_bytes,
-                                  "learned_lrs": lrs, "cost": condensed.meta.get("cost")}
-        steps = self.condenser.evaluation_steps(len(data), self.spec.protocol)
+                                  "learned_lrs": lrs, "soft_targets": condensed.describe_targets(),  # trained with them
+                                  "cost": condensed.meta.get("cost")}
+        protocol = self.condenser.evaluation_protocol(len(data), self.spec.protocol)
         seeds, per_seed = self.eval_seeds(), []
         with stage(self.stages, "evaluate", self.device):
             for k, seed in enumerate(seeds):
                 model = self.backbone.build(seed, self.device)
-                self._train(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", steps)
+                self._train(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol)
                 per_seed.append(evaluate(model, eval_pairs, self.device))
                 self.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {self.spec.split} {per_seed[-1]['mean']:.1f}")
-        return self.record(dataset, condensed_info, seeds, per_seed, steps)
+        return self.record(dataset, condensed_info, seeds, per_seed, protocol)
 
     def record(self, dataset: ImageTextDataset, condensed: dict, seeds: list[int], per_seed: list[dict],
-               steps: int) -> dict[str, Any]:
+               protocol: TrainProtocol) -> dict[str, Any]:
         spec = self.spec
         run_key = self.run_key(dataset)
         spec_dict = {**spec.to_dict(), "data_root": None, "budget": self.recorded_budget(dataset)}
@@ -289,7 +297,9 @@ class Run:
             "backbone": {**self.plugins.provenance("backbone", spec.backbone), "id": self.backbone.id,
                          "config": self.backbone.config, "weights_sha256": weight_hashes(self.backbone.weight_files())},
             "dataset": {**self.plugins.provenance("dataset", spec.dataset), "fingerprint": dataset.fingerprint},
-            "protocol": {"id": spec.protocol.id, **spec_dict["protocol"], "eval_steps": steps},
+            # the table's protocol; `evaluation`: how these models trained, where the condenser differs (full)
+            "protocol": {"id": spec.protocol.id, **spec_dict["protocol"],
+                         "evaluation": None if protocol == spec.protocol else dataclasses.asdict(protocol)},
             "budget": self.recorded_budget(dataset),
             "condensed": condensed,
             "seeds": seeds,
