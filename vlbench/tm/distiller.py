@@ -10,6 +10,7 @@ the norm of the real embeddings they started from, and learning rates live in lo
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +23,21 @@ from vlbench.api import SIDES, VLBenchError
 from vlbench.tm import inner
 from vlbench.tm.experts import Trajectory, derived_seed
 from vlbench.tm.inner import Student
+from vlbench.tm.tesla import unroll_tesla
 
 MAX_CONSECUTIVE_ROLLBACKS = 10
 
 
-#: Values of the switches that choose between vlbench's semantics (first) and the official code's.
+#: Values of the switches, the default first: vlbench's semantics, then the official code's (`unroll` aside).
 CHOICES = {
     "start_epochs": ("inclusive", "exclusive"),
     "inner_logit_scale": ("model", "log"),
     "inner_optimizer": ("evaluation", "plain"),
     "inner_batches": ("epochs", "independent"),
     "lr_space": ("log", "linear"),
+    # not a fidelity switch (the official code unrolls fully): the meta-gradient through the stored
+    # graph of every inner step, or TESLA's constant-memory recomputation (vlbench.tm.tesla)
+    "unroll": ("full", "tesla"),
 }
 
 
@@ -78,6 +83,9 @@ class DistillConfig:
     clamp_pixels: bool = True  # clamp pixels to the valid image range after each step (official: no)
     renorm_text: bool = True  # keep each text row at its initial norm (official: no)
     clamp_lrs: bool = True  # keep the inner lrs within [lr_min, lr_max] (official: no)
+    # "full": backpropagate through the stored graph of every inner step (memory grows with
+    # syn_steps); "tesla": TESLA's constant-memory meta-gradient, approximate (docs/distillation.md)
+    unroll: str = "full"
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -188,9 +196,10 @@ class Distiller:
         target = self.student.params_of(trajectory[start_epoch + c.expert_epochs], self.device)
         lrs = dict(zip(SIDES, self.inner_lrs()))
         batch = min(c.batch_syn, len(self.images))
-        final = self.student.unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay,
-                                    self.inner_momentum, independent_batches=c.inner_batches == "independent",
-                                    log_logit_scale=c.inner_logit_scale == "log")
+        unroll = self.student.unroll if c.unroll == "full" else functools.partial(unroll_tesla, self.student)
+        final = unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay,
+                       self.inner_momentum, independent_batches=c.inner_batches == "independent",
+                       log_logit_scale=c.inner_logit_scale == "log")
         return inner.matching_loss(final, start, target, self.student.sides)
 
     def step(self, bounds: Bounds) -> dict[str, float]:
