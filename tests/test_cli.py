@@ -204,3 +204,27 @@ def test_pixels_out_of_range_are_refused_unless_the_condenser_declares_them(env,
     assert "pixels leave the valid image range" in capsys.readouterr().err
     monkeypatch.setattr(RandomPairs, "bounded_pixels", lambda self: False)  # as tm with clamp_pixels: false
     assert main(args) == 0
+
+
+def test_an_interrupted_condense_is_resumed_and_charged_for_every_attempt(env, monkeypatch):
+    import time
+
+    from vlbench_plugins.random_subset import RandomPairs
+
+    real, calls = RandomPairs.condense, []
+
+    def interrupted_once(self, ctx):
+        calls.append(1)
+        time.sleep(0.3)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(self, ctx)
+
+    monkeypatch.setattr(RandomPairs, "condense", interrupted_once)
+    base, config = env
+    args = ["run", "--condenser", "random", "--budget", "11", "--evals", "1", "--config", str(config), "--results", str(base / "resumed")]
+    assert main(args) == 130  # Ctrl-C: the CLI says the next run resumes
+    assert main(args) == 0
+    (record,) = records(base / "resumed")
+    assert record["stages"]["condense"]["resumed"] is True
+    assert record["condensed"]["cost"]["attempts"] == 2 and record["condensed"]["cost"]["own_s"] >= 0.6

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import platform
 import resource
 import shutil
@@ -28,7 +29,7 @@ from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, new_run_id
-from vlbench.storage import atomic_save_tensors, file_lock
+from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, evaluate, train
 
 
@@ -197,12 +198,19 @@ class Run:
             reference_model=lambda seed: self.reference_model(dataset, train_pairs, seed),
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        attempts = ctx.work_dir / "attempts.json"  # seconds spent by earlier, interrupted attempts
+        earlier = json.loads(attempts.read_text()) if attempts.exists() else []
         start = time.perf_counter()
-        with costs.collecting(self.run_key(dataset)) as shared:
-            condensed = self._call_condenser(ctx)
+        try:
+            with costs.collecting(self.run_key(dataset)) as shared:
+                condensed = self._call_condenser(ctx)
+        except KeyboardInterrupt:
+            atomic_write_json(attempts, [*earlier, round(time.perf_counter() - start, 3)])
+            raise
         self.validate(condensed, dataset)
+        own = round(time.perf_counter() - start + sum(earlier), 3)
         condensed.meta.update(condenser=self.spec.condenser, config=self.condenser.config_dict(), key=key,
-                              cost={"own_s": round(time.perf_counter() - start, 3), "shared": shared})
+                              cost={"own_s": own, "attempts": len(earlier) + 1, "shared": shared})
         condensed.save(path)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resume state is scratch once the set is saved
         return condensed, key, path, False
@@ -265,6 +273,8 @@ class Run:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
                 data = TrainData.from_condensed(condensed.images, condensed.text_features, condensed.dense_targets())
                 lrs = condensed.learned_lrs
+                cost = condensed.meta.get("cost") or {}
+                info["resumed"] = not info["cached"] and cost.get("attempts", 1) > 1
                 condensed_info = {"key": key, "path": portable_path(path), "num_pairs": len(condensed),
                                   "storage_bytes": condensed.storage_bytes, "extra_bytes": condensed.extra_bytes,
                                   "learned_lrs": lrs, "soft_targets": condensed.describe_targets(),  # trained with them
