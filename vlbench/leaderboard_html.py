@@ -15,7 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from vlbench.core import VLBenchError
-from vlbench.leaderboard import COLUMNS, FOOTNOTES, HEADER, Table, cells, tables
+from vlbench.leaderboard import COLUMNS, FOOTNOTES, HEADER, Table, cells, marked, tables
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 100em; padding: 0 1em; color: #222; }
@@ -44,8 +44,7 @@ def _html(text: Any) -> str:
 def _section(table: Table, index: int) -> str:
     body = tabulate([[_html(c) for c in cells(r)] for r in table.rows], headers=COLUMNS, tablefmt="unsafehtml",
                     disable_numparse=True)
-    notes = ["learned_lrs"] if any(r["learned_lrs"] for r in table.rows) else []
-    footnotes = "".join(f"<p>{_html(FOOTNOTES[n])}</p>" for n in [*notes, "marks", "cost"])
+    footnotes = "".join(f"<p>{_html(FOOTNOTES[n])}</p>" for n in [*marked(table), "marks", "cost"])
     return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
             f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnotes}\n</section>')
 

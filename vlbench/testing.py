@@ -33,7 +33,8 @@ from vlbench.plugins import check_plugin_class, registry
 
 RULES = {
     "budget": "returns exactly `budget` pairs",
-    "shapes": "images (N, 3, S, S) and text features (N, d) are finite float32 without grad; extras are well-formed",
+    "shapes": "images (N, 3, S, S) and text features (N, d) are finite float32 without grad; extras are well-formed "
+              "(soft targets dense (N, N) or factored, a positive target for every pair)",
     "provenance": "source indices, when given, point at the very training pairs returned",
     "extras": "every extra beyond the pairs (learned lrs, soft targets) is declared in `extras`",
     "requires": "every shared stage it uses (ctx.reference_model) is declared in `requires`",
@@ -152,9 +153,16 @@ def _tensor_difference(name: str, a: Tensor | None, b: Tensor | None) -> str | N
     return None
 
 
+def _compared(cs: CondensedSet) -> dict[str, Tensor | None]:
+    """What must repeat: the pairs, the source indices, and the soft targets in their stored form."""
+    return {"images": cs.images, "text_features": cs.text_features, "source_indices": cs.source_indices,
+            **cs.target_tensors()}
+
+
 def _difference(a: CondensedSet, b: CondensedSet, with_meta: bool) -> str | None:
-    for name in ("images", "text_features", "soft_targets", "source_indices"):
-        found = _tensor_difference(name, getattr(a, name), getattr(b, name))
+    first, second = _compared(a), _compared(b)
+    for name in {**first, **second}:
+        found = _tensor_difference(name, first.get(name), second.get(name))
         if found:
             return found
     if a.learned_lrs != b.learned_lrs:
@@ -247,9 +255,9 @@ class _Trial:
                 raise _Broken(f"condense() modified the input pairs' {name}")
         if self.ctx.dataset != self.data.dataset:
             raise _Broken("condense() modified the input data set (its splits or captions)")
-        for out in ("images", "text_features", "soft_targets"):
+        for out, tensor in _compared(self.result).items():
             for source in ("images", "text_features"):
-                if _shares_memory(getattr(self.result, out), getattr(given, source)):
+                if _shares_memory(tensor, getattr(given, source)):
                     raise _Broken(f"the returned {out} share memory with the input {source}: return copies (.clone())")
 
     def check_budget_too_large(self) -> None:

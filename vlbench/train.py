@@ -25,6 +25,27 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float) -> Tensor
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+def soft_clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float, targets: Tensor) -> Tensor:
+    """Symmetric InfoNCE against soft targets: `targets[i, j]` weighs caption j as a match of image i.
+
+    Image->text is the cross-entropy of each row of the softmax logits against that row of the
+    targets normalised to sum 1; text->image the same with `targets.T`; the loss is their mean.
+    Negative entries count as 0 (a learned low-rank product may dip below zero). A row with no
+    positive weight in the batch (its partners are all outside it) contributes 0 and still counts
+    in the mean, as LoRS's CWCL loss does. At the identity this is `clip_loss`, bit for bit.
+    """
+    logits = image_emb @ text_emb.t() / temperature
+    weights = targets.clamp(min=0)
+    return (_soft_cross_entropy(logits, weights) + _soft_cross_entropy(logits.t(), weights.t())) / 2
+
+
+def _soft_cross_entropy(logits: Tensor, weights: Tensor) -> Tensor:
+    mass = weights.sum(1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)  # an empty row stays 0
+    per_row = -((weights / mass) * F.log_softmax(logits, 1)).sum(1)
+    # Averaged by nll_loss, which sums in cross_entropy's order (torch.mean does not): exact at the identity.
+    return F.nll_loss(-per_row[:, None], torch.zeros(len(per_row), dtype=torch.long, device=per_row.device))
+
+
 def make_optimizer(
     model: VLModel, protocol: TrainProtocol, learned_lrs: dict[str, float] | None = None
 ) -> torch.optim.SGD:
@@ -42,19 +63,21 @@ def make_optimizer(
 
 @dataclass
 class TrainData:
-    """Pairs to train on: per-pair image indices into `images`, and per-pair text features."""
+    """Pairs to train on: per-pair image indices into `images`, per-pair text features, and optionally
+    (N, N) soft targets between the pairs (then the trainer uses `soft_clip_loss`)."""
 
     images: Tensor
     pair_image: Tensor
     text_features: Tensor
+    targets: Tensor | None = None
 
     @classmethod
     def from_pairs(cls, pairs: Pairs) -> "TrainData":
         return cls(pairs.images, pairs.pair_image, pairs.text_features)
 
     @classmethod
-    def from_condensed(cls, images: Tensor, text_features: Tensor) -> "TrainData":
-        return cls(images, torch.arange(len(images)), text_features)
+    def from_condensed(cls, images: Tensor, text_features: Tensor, targets: Tensor | None = None) -> "TrainData":
+        return cls(images, torch.arange(len(images)), text_features, targets)
 
     def __len__(self) -> int:
         return len(self.pair_image)
@@ -109,7 +132,11 @@ def train(
                 pixels = augment(pixels, generator)
             with autocast(device):
                 image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
-            loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
+            if data.targets is None:
+                loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
+            else:  # the batch's own sub-matrix of the targets
+                targets = data.targets[idx][:, idx].to(device)
+                loss = soft_clip_loss(image_emb.float(), text_emb.float(), model.temperature, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)

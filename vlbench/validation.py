@@ -10,8 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vlbench.api import SIDES, CondensedSet
+from vlbench.api import SIDES, CondensedSet, LowRankTargets
 
+#: The extras evaluation uses (learned lrs: per-side lrs; soft targets: `soft_clip_loss`). A condenser
+#: declaring any other is refused before it condenses: nothing a set stores is silently ignored.
 KNOWN_EXTRAS = frozenset({"learned_lrs", "soft_targets"})
 #: Slack for pixels at the edge of the valid range (float error of normalise/denormalise round trips).
 PIXEL_SLACK = 1e-4
@@ -37,7 +39,7 @@ def check_shapes(cs: CondensedSet, image_size: int, text_dim: int, num_train: in
     _float_tensor("images", cs.images, (n, 3, image_size, image_size))
     _float_tensor("text_features", cs.text_features, (n, text_dim))
     if cs.soft_targets is not None:
-        _float_tensor("soft_targets", cs.soft_targets, (n, n))
+        check_targets(cs.soft_targets, n)
     if cs.learned_lrs is not None:
         if not isinstance(cs.learned_lrs, dict) or set(cs.learned_lrs) != set(SIDES):
             raise InvalidSet(f"learned_lrs must be a dict with keys {', '.join(SIDES)}, got {cs.learned_lrs!r}")
@@ -52,10 +54,39 @@ def check_shapes(cs: CondensedSet, image_size: int, text_dim: int, num_train: in
             raise InvalidSet(f"source_indices must lie in [0, {num_train}), got {idx.min()}..{idx.max()}")
 
 
-def check_extras(cs: CondensedSet, declared: frozenset[str]) -> None:
+def check_targets(targets: Tensor | LowRankTargets, n: int) -> None:
+    """Dense (N, N) or factored (N, r) x 2 (+ (N,) diagonal); every pair has a positive target both ways."""
+    if isinstance(targets, LowRankTargets):
+        rank = max(targets.left.shape[-1] if isinstance(targets.left, Tensor) else 1, 1)
+        _float_tensor("soft_targets.left", targets.left, (n, rank))
+        _float_tensor("soft_targets.right", targets.right, (n, rank))
+        if targets.diagonal is not None:
+            _float_tensor("soft_targets.diagonal", targets.diagonal, (n,))
+    elif isinstance(targets, Tensor):
+        _float_tensor("soft_targets", targets, (n, n))
+    else:
+        raise InvalidSet(f"soft_targets must be an (N, N) tensor or a LowRankTargets, got {type(targets).__name__}")
+    dense = targets.dense() if isinstance(targets, LowRankTargets) else targets
+    # soft_clip_loss reads negatives as 0: a pair without positive weight would never be pulled to a partner.
+    for side, dim in (("image", 1), ("caption", 0)):
+        empty = ((dense > 0).sum(dim) == 0).nonzero().flatten()
+        if len(empty):
+            raise InvalidSet(f"soft_targets give {side} {int(empty[0])} no positive target ({len(empty)} such); "
+                             "every pair needs one (negative entries count as 0)")
+
+
+def check_declared(declared: Any) -> None:
+    """The extras a condenser class declares: a set of names the evaluation uses."""
+    if not isinstance(declared, (set, frozenset)) or not all(isinstance(name, str) for name in declared):
+        raise InvalidSet(f"`extras` must be a frozenset of names, got {declared!r}")
     unknown = set(declared) - KNOWN_EXTRAS
     if unknown:
-        raise InvalidSet(f"declares unknown extras {sorted(unknown)} (known: {', '.join(sorted(KNOWN_EXTRAS))})")
+        raise InvalidSet(f"declares extras {sorted(unknown)} that evaluation cannot use "
+                         f"(it uses: {', '.join(sorted(KNOWN_EXTRAS))})")
+
+
+def check_extras(cs: CondensedSet, declared: frozenset[str]) -> None:
+    check_declared(declared)
     used = {name for name in KNOWN_EXTRAS if getattr(cs, name) is not None}
     if used - set(declared):
         raise InvalidSet(f"stores {', '.join(sorted(used - set(declared)))} without declaring it: "
