@@ -168,12 +168,12 @@ def make_plan(sweep: Sweep) -> Plan:
         if key not in recorded:
             data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id])
             data = Task("data", data_key, spec, results, f"{dataset.name} · {run.backbone.id}")
-            stages = [data] + [
+            shared = [data] + [
                 Task("stage", f"{stage}-{stage_key}", spec, results,
                      f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}",
                      stage, (data_key,))
                 for stage, (stage_key, _) in run.shared_stages(dataset).items()]
-            needs = [prepares.setdefault(t.key, t).key for t in stages if not t.prepared]
+            needs = [prepares.setdefault(t.key, t).key for t in shared if not t.prepared]
         runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
     phases.append([t for t in runs.values() if t.key not in recorded])
