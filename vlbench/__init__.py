@@ -1,5 +1,27 @@
-"""vlbench: a plugin-extensible benchmark suite for vision-language dataset condensation."""
+"""vlbench: a plugin-extensible benchmark suite for vision-language dataset condensation.
+
+The public API a plugin may import is `__all__` below (names resolved lazily, so that importing
+`vlbench` loads no torch) plus the modules listed in `PUBLIC_MODULES`; everything else is internal
+and may change without notice. docs/plugins.md describes both.
+"""
+from importlib import import_module
+
 from vlbench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "__version__"]
+
+_CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "resolve_spec")
+_API = ("Condenser", "Backbone", "DatasetSource", "TextEncoder", "VLModel", "Pairs", "Split", "ImageTextDataset",
+        "CondensedSet", "CondenseContext")
+__all__ = ["hookimpl", "__version__", *_CORE, *_API]
+#: Shared engines and helpers that plugins build on (method code shared by several condensers).
+PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
+                  "vlbench.text_encoders", "vlbench.storage", "vlbench.data", "vlbench.train", "vlbench.testing")
+
+
+def __getattr__(name: str):
+    if name in _CORE:
+        return getattr(import_module("vlbench.core"), name)
+    if name in _API:
+        return getattr(import_module("vlbench.api"), name)
+    raise AttributeError(f"module 'vlbench' has no attribute {name!r}")
