@@ -11,6 +11,11 @@ command -v apt-get >/dev/null || fail "needs apt-get (Debian)"
 
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v slurmctld >/dev/null; then
+    # Packages must not start their services (there is no slurm.conf yet); we start them below.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq >/dev/null || fail "apt-get update failed"
     apt-get install -y -qq --no-install-recommends \
         slurmctld slurmd slurm-client munge slurmdbd mariadb-server >/dev/null || fail "apt-get install failed"

@@ -207,8 +207,9 @@ def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_pa
         time.sleep(0.2)
     assert slurm("scancel", "--signal=KILL", first).returncode == 0
     killed = time.monotonic()
+    sweep.expect(rf"job {first} died", timeout=60)
+    assert time.monotonic() - killed < 20  # a few polls (poll_s 1), not forever
     out = sweep.finish()
-    assert time.monotonic() - killed < 60  # a few polls, not forever
     assert "sacct" not in out and "accounting" not in out  # the sweep never asked accounting
     assert f"failed   run    condenser=random budget=30: job {first} died (state: CANCELLED); log: {log}.err (retrying)" in out
     assert len(submitted(out)) == 2 and re.search(r"^ok +run +condenser=random budget=30: mean recall", out, re.MULTILINE)
