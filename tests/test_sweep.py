@@ -3,6 +3,7 @@
 End-to-end tests run real tiny runs (24 training images, 2 training steps, 1 evaluation model)
 on a generated synthscenes slice, with one cache shared by the whole module (and its subprocesses).
 """
+import json
 import operator
 import os
 import signal
@@ -166,8 +167,12 @@ def test_submitit_local_executor(env, tmp_path):
     forget_prepared()
     assert main(["sweep", str(path)]) == 0
     assert keys_of(tmp_path / "results") == sorted(t.key for t in make_plan(load_sweep(path)).runs)
-    # One prepare job, then a job array of the two runs, each with its own log.
+    # One prepare job, then a job array of the two runs, each with its own log, and each noted
+    # beside its task's lock (runs in the results store, the data in the cache).
     assert len(list(logs.glob("*_log.out"))) == 3
+    notes = [json.loads(p.read_text()) for p in [*(tmp_path / "results" / ".locks").glob("*.job"),
+                                                 *(env / "cache" / "locks").glob("data-*.job")]]
+    assert len(notes) == 3 and all((logs / f"{n['job_id']}_0_log.out").exists() for n in notes)
 
 
 @pytest.mark.slow
