@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "resolve_spec")
 _API = ("Condenser", "Backbone", "DatasetSource", "TextEncoder", "VLModel", "Pairs", "Split", "ImageTextDataset",
-        "CondensedSet", "CondenseContext")
+        "CondensedSet", "LowRankTargets", "CondenseContext")
 __all__ = ["hookimpl", "__version__", *_CORE, *_API]
 #: Shared engines and helpers that plugins build on (method code shared by several condensers).
 PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",

@@ -115,6 +115,7 @@ def train(
     Batch order, augmentation and dropout draw from generators seeded with `seed` alone; `augment(pixels,
     generator)` gets each batch already on `device`. On CUDA the forward runs under bf16 autocast.
     `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
+    The loss is `clip_loss`, or `soft_clip_loss` on each batch's sub-matrix when `data.targets` is set.
     """
     device = torch.device(device)
     model.to(device).train()
