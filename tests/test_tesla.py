@@ -176,6 +176,19 @@ def test_the_loss_callable_sees_the_batch_indices_and_its_tensors_get_meta_gradi
         assert cosine_similarity(tesla[3], full[3], dim=0) > 0.9
 
 
+def test_learned_soft_targets_get_the_same_meta_gradient_from_both_unrolls_at_one_step():
+    from vlbench.train import soft_clip_loss
+
+    p = Problem()
+    targets = (torch.eye(6, dtype=F64) + 0.1 * torch.rand(6, 6, dtype=F64)).requires_grad_(True)
+
+    def soft(image_emb, text_emb, temperature, indices):
+        return soft_clip_loss(image_emb, text_emb, temperature, targets[indices][:, indices])
+
+    full = p.meta_gradients(p.full, 1, extra=(targets,), loss=soft, **CASES["momentum"])
+    assert_same(p.meta_gradients(p.tesla, 1, extra=(targets,), loss=soft, loss_inputs=[targets], **CASES["momentum"]), full)
+
+
 def test_the_default_loss_is_the_contrastive_loss():
     p = Problem()
     ones = p.meta_gradients(p.full, 3, loss=weighted(torch.ones(6, dtype=F64)), **CASES["momentum"])
@@ -214,3 +227,13 @@ def test_one_tesla_iteration_equals_the_full_one_at_one_step(trajectories, tmp_p
     for a, b in [(full.images, tesla.images), (full.text, tesla.text), (full.lr_param, tesla.lr_param)]:
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.equal(full.images, tiny_pairs().select(torch.arange(6))[0])
+
+
+def test_tm_lora_conforms_with_tesla(vlbench_cache):
+    """The real backbone (tiny ViT with LoRA, attention under double backward) through the kit."""
+    from vlbench.plugins import Registry
+    from vlbench.testing import check_condenser
+
+    options = {"iterations": 2, "syn_steps": 2, "num_experts": 1, "train_epochs": 2, "unroll": "tesla"}
+    report = check_condenser(Registry().get("condenser", "tm-lora"), budget=10, options=options)
+    assert report.condensed.meta["matching_loss_last"]
