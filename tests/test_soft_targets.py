@@ -136,7 +136,7 @@ def test_declared_extras_must_be_ones_evaluation_uses():
     validation.check_declared(frozenset({"soft_targets", "learned_lrs"}))
     with pytest.raises(validation.InvalidSet, match=r"declares extras \['mixing_weights'\] that evaluation cannot use"):
         validation.check_declared(frozenset({"soft_targets", "mixing_weights"}))
-    with pytest.raises(validation.InvalidSet, match="must be a frozenset of names"):
+    with pytest.raises(validation.InvalidSet, match="declares `extras` = 'soft_targets', not a frozenset of names"):
         validation.check_declared("soft_targets")  # a string would be read as its letters
 
 

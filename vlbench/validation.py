@@ -57,7 +57,7 @@ def check_shapes(cs: CondensedSet, image_size: int, text_dim: int, num_train: in
 def check_targets(targets: Tensor | LowRankTargets, n: int) -> None:
     """Dense (N, N) or factored (N, r) x 2 (+ (N,) diagonal); every pair has a positive target both ways."""
     if isinstance(targets, LowRankTargets):
-        rank = max(targets.left.shape[-1] if isinstance(targets.left, Tensor) else 1, 1)
+        rank = max(targets.left.shape[-1] if isinstance(targets.left, Tensor) else 1, 1)  # rank 0: "not (N, 1)"
         _float_tensor("soft_targets.left", targets.left, (n, rank))
         _float_tensor("soft_targets.right", targets.right, (n, rank))
         if targets.diagonal is not None:
@@ -78,7 +78,7 @@ def check_targets(targets: Tensor | LowRankTargets, n: int) -> None:
 def check_declared(declared: Any) -> None:
     """The extras a condenser class declares: a set of names the evaluation uses."""
     if not isinstance(declared, (set, frozenset)) or not all(isinstance(name, str) for name in declared):
-        raise InvalidSet(f"`extras` must be a frozenset of names, got {declared!r}")
+        raise InvalidSet(f"declares `extras` = {declared!r}, not a frozenset of names")
     unknown = set(declared) - KNOWN_EXTRAS
     if unknown:
         raise InvalidSet(f"declares extras {sorted(unknown)} that evaluation cannot use "
