@@ -44,6 +44,14 @@ class TrajectoryMatching(Condenser):
     def bounded_pixels(self) -> bool:
         return self.config.clamp_pixels
 
+    def config_dict(self) -> dict:
+        # `unroll` came after recorded runs: at its default ("full") it stays out of the condensed
+        # sets' keys and the records' config hashes, so those runs keep theirs
+        config = super().config_dict()
+        if config["unroll"] == "full":
+            del config["unroll"]
+        return config
+
     def variant(self, backbone: Backbone) -> Backbone:
         """The backbone whose trainable parameters are recorded and matched."""
         return backbone.full_finetuning()

@@ -217,6 +217,9 @@ def test_tm_takes_the_option():
 
     assert LoRATrajectoryMatching().config.unroll == "full"
     assert LoRATrajectoryMatching(unroll="tesla").config.unroll == "tesla"
+    # the default keeps the keys and config hashes of runs recorded before the option existed
+    assert "unroll" not in LoRATrajectoryMatching().config_dict()
+    assert LoRATrajectoryMatching(unroll="tesla").config_dict()["unroll"] == "tesla"
 
 
 def test_one_tesla_iteration_equals_the_full_one_at_one_step(trajectories, tmp_path):  # noqa: F811
