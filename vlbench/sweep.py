@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from vlbench.api import RunSpec, VLBenchError, cache_dir, stable_hash
+from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vlbench.api import VLBenchError
+from vlbench.core import VLBenchError
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
