@@ -196,7 +196,10 @@ def no_accounting(tmp_path):
 def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_path, accounting, request, launch):
     """The first job is the run's: the data is prepared (by the first sweep)."""
     env = None if accounting else request.getfixturevalue("no_accounting")
-    path = write_sweep(tmp_path, cluster, {"condenser": "random", "budget": 30, "seed": 2 if accounting else 3})
+    # 2000 steps (tens of seconds): long enough that the kill always lands mid-run, even on a loaded machine
+    # (with the default 2 steps the job could finish between its first output line and scancel).
+    path = write_sweep(tmp_path, cluster, {"condenser": "random", "budget": 30, "seed": 2 if accounting else 3,
+                                           "protocol": {"steps": 2000, "batch_size": 16}})
     sweep = launch(path, "--retries", "1", env=env)
     first = sweep.expect(r"^submitted 1 slurm job: (\S+) ").group(1)
     log = tmp_path / "logs" / first / f"{first}_0_log"
