@@ -1,5 +1,5 @@
 
-from vlbench.leaderboard import FOOTNOTES, leaderboard_markdown, summary_markdown, write_leaderboard
+from vlbench.leaderboard import FOOTNOTES, leaderboard_markdown, summary_markdown, with_min_seeds, write_leaderboard
 from vlbench.results import ResultsStore, new_run_id
 
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
@@ -185,3 +185,10 @@ def test_write_leaderboard(tmp_path):
     assert "random 0.1.0" in text
     out = tmp_path / "docs" / "board.md"
     assert write_leaderboard(tmp_path, out) == out.read_text() == text
+
+
+def test_min_seeds_keeps_only_complete_rows():
+    records = seeds("random", [10.0, 11.0, 12.0]) + seeds("tm", [20.0, 21.0]) + [record("full", 40000, mean=80.0)]
+    [rows] = tables(leaderboard_markdown(with_min_seeds(records, 3))).values()
+    assert [r["Condenser"] for r in rows] == ["random 0.1.0"]
+    assert len(with_min_seeds(records, 1)) == len(records)

@@ -138,7 +138,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from vlbench.leaderboard import write_leaderboard
 
     output = Path(args.output) if args.output else None
-    text = write_leaderboard(Path(args.results), output, args.format, split=args.split)
+    text = write_leaderboard(Path(args.results), output, args.format, split=args.split, min_seeds=args.min_seeds)
     if args.compare:  # the board is in its file; the comparison is what the user asked to see
         from vlbench.compare import compare_dirs
 
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="render the leaderboard (markdown, CSV, JSON or HTML page) from the records")
     board.add_argument("--results", default="results", help="results directory (default: results, the committed board)")
+    board.add_argument("--min-seeds", type=int, default=1,
+                       help="only rows with at least this many condensing seeds (the committed board: 3)")
     board.add_argument("--split", choices=SPLITS, default="test",
                        help="records of which evaluation split (default: test; val records are for choosing only)")
     board.add_argument("--output", help="file to write (default: RESULTS/LEADERBOARD.<format>)")

@@ -72,13 +72,26 @@ def config_hash(record: dict[str, Any]) -> str:
     return record["condenser"].get("config_hash") or stable_hash(record["condenser"].get("config", {}), 6)
 
 
+def _keys(r: dict[str, Any]) -> tuple[tuple, tuple]:
+    """(table, row) of a record: comparable results share a table; a row is a condenser config at a budget."""
+    return ((r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"]),
+            (is_reference(r), r["budget"], r["condenser"]["name"], config_hash(r)))
+
+
+def with_min_seeds(records: list[dict[str, Any]], min_seeds: int) -> list[dict[str, Any]]:
+    """The records of rows that have at least `min_seeds` condensing seeds (the committed board uses 3)."""
+    seeds: dict[tuple, set] = {}
+    for r in records:
+        seeds.setdefault((split_of(r), *_keys(r)), set()).add(r.get("spec", {}).get("seed"))
+    return [r for r in records if len(seeds[(split_of(r), *_keys(r))]) >= min_seeds]
+
+
 def tables(records: list[dict[str, Any]], split: str = "test") -> list[Table]:
     groups: dict[tuple, dict[tuple, dict[Any, dict]]] = {}
     for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
         if split_of(r) != split:
             continue
-        table_key = (r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"])
-        row_key = (is_reference(r), r["budget"], r["condenser"]["name"], config_hash(r))
+        table_key, row_key = _keys(r)
         groups.setdefault(table_key, {}).setdefault(row_key, {})[r.get("spec", {}).get("seed")] = r  # later = newer
     out = []
     for key, rows in sorted(groups.items()):
@@ -281,10 +294,12 @@ def render(records: list[dict[str, Any]], fmt: str = "md", split: str = "test") 
     return renderers[fmt](records, split)
 
 
-def write_leaderboard(results_dir: Path, output: Path | None = None, fmt: str = "md", split: str = "test") -> str:
-    """Render the `split` records in `results_dir` as `fmt` and write them (atomically) to `output`
-    (default: RESULTS/LEADERBOARD.<fmt>, or LEADERBOARD-val.<fmt> for the val split)."""
-    text = render(ResultsStore(results_dir).records(), fmt, split)
+def write_leaderboard(results_dir: Path, output: Path | None = None, fmt: str = "md", split: str = "test",
+                      min_seeds: int = 1) -> str:
+    """Render the `split` records in `results_dir` (rows with at least `min_seeds` condensing seeds) as
+    `fmt` and write them (atomically) to `output` (default: RESULTS/LEADERBOARD.<fmt>, or
+    LEADERBOARD-val.<fmt> for the val split)."""
+    text = render(with_min_seeds(ResultsStore(results_dir).records(), min_seeds), fmt, split)
     suffix = "" if split == "test" else f"-{split}"
     atomic_write_text(Path(output) if output else Path(results_dir) / f"LEADERBOARD{suffix}.{fmt}", text)
     return text
