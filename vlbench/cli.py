@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record is not None:
         print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
     else:
+        print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), file=sys.stderr)
         record = run(spec, results)
         print(stage_summary(record))
     m = record["metrics"]
@@ -108,6 +109,27 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"mean recall on {spec.split} {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
           f"(record: {results}/records/{record['run_id']}.json)")
     return 0
+
+
+def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
+    """An overall ETA before a run starts: the median wall time of earlier records of this condenser,
+    budget, backbone and data set (cold caches take longer: the one-off work is in README.md)."""
+    import statistics
+
+    from vlbench.results import ResultsStore
+
+    seen, times = set(), []
+    for directory in dict.fromkeys(results_dirs):
+        for r in ResultsStore(Path(directory)).records():
+            same = (r["condenser"]["name"], r["spec"].get("budget"), r["spec"].get("backbone"), r["spec"].get("dataset"),
+                    r["spec"].get("evals")) == (spec.condenser, spec.budget, spec.backbone, spec.dataset, spec.evals)
+            if same and r["run_id"] not in seen:
+                seen.add(r["run_id"])
+                times.append(sum(stage["wall_s"] for stage in r["stages"].values()))
+    if not times:
+        return "expected time: unknown (no earlier record of this run; README.md lists the one-off costs)"
+    return (f"expected time: about {statistics.median(times) / 60:.1f} min with warm caches "
+            f"(median of {len(times)} earlier record{'s' if len(times) > 1 else ''})")
 
 
 def stage_summary(record: dict[str, Any]) -> str:
