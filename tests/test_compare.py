@@ -1,5 +1,4 @@
 """`vlbench leaderboard --compare`: a local run's rows next to the committed ones."""
-import pytest
 
 from vlbench.cli import main
 from vlbench.compare import comparison

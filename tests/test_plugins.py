@@ -131,7 +131,7 @@ def test_a_broken_import_path_fails_only_its_name(site, heavy, error, capsys):
         reg.get("condenser", "lazy")
     assert reg.get("condenser", "random").__name__ == "RandomPairs"
     assert run_plugin_cli(["plugins", "--check"]) == 1
-    assert f"check failed: condenser 'lazy' (vlbench-lazy 1.0" in capsys.readouterr().out
+    assert "check failed: condenser 'lazy' (vlbench-lazy 1.0" in capsys.readouterr().out
 
 
 def test_an_import_path_without_a_name_is_refused(site, capsys):
