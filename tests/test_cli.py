@@ -55,15 +55,15 @@ def test_run_writes_a_complete_record_and_leaderboard(env, capsys):
 
     captured = capsys.readouterr()
     assert "stages:" in captured.out and "condensed set: $VLBENCH_CACHE/condensed/random-12-" in captured.out
-    assert "expected time: unknown" in captured.err
+    assert "expected time: unknown" in captured.out
 
     # Same spec again: the record is reused, not a duplicate; --force reruns, reusing the condensed set.
     assert main(["run", "--condenser", "random", "--budget", "12", "--config", str(config), "--results", str(results)]) == 0
     assert "already recorded" in capsys.readouterr().out and len(records(results)) == 1
     assert main(["run", "--condenser", "random", "--budget", "12", "--config", str(config), "--results", str(results),
                  "--force"]) == 0
-    err = capsys.readouterr().err
-    assert "expected time: about" in err and "(median of 1 earlier record)" in err
+    out = capsys.readouterr().out
+    assert "expected time: about" in out and "(median of 1 earlier record)" in out
     (second,) = [r for r in records(results) if r["run_id"] != record["run_id"]]  # ids, not names, tell them apart
     assert second["stages"]["condense"]["cached"] is True
     capsys.readouterr()

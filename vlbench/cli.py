@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record is not None:
         print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
     else:
-        print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), file=sys.stderr)
+        print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
         record = run(spec, results)
         print(stage_summary(record))
     m = record["metrics"]
