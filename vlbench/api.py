@@ -68,6 +68,15 @@ class ImageTextDataset:
         return self.splits[name]
 
 
+def with_defaults(kind: str, name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's options: `defaults` updated by `given`; an option it does not take is a one-line error."""
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise VLBenchError(f"{kind} {name!r} has no option(s) {', '.join(sorted(unknown))} "
+                           f"(options: {', '.join(defaults) or 'none'})")
+    return {**defaults, **given}
+
+
 class DatasetSource(ABC):
     """A named, loadable data set (registered by plugins)."""
 
@@ -78,11 +87,7 @@ class DatasetSource(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise VLBenchError(f"data set {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
-                               f"(options: {', '.join(self.defaults) or 'none'})")
-        self.options = {**self.defaults, **options}
+        self.options = with_defaults("data set", self.name, self.defaults, options)
 
     @abstractmethod
     def load(self, data_root: Path | None) -> ImageTextDataset:
@@ -156,11 +161,7 @@ class Backbone(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any):
-        unknown = set(config) - set(self.defaults)
-        if unknown:
-            raise VLBenchError(f"backbone {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
-                               f"(options: {', '.join(self.defaults) or 'none'})")
-        self.options = {**self.defaults, **config}
+        self.options = with_defaults("backbone", self.name, self.defaults, config)
         # Only what differs from the defaults: spelling out a default gives the default's id and caches.
         self.config = {k: v for k, v in self.options.items() if v != self.defaults.get(k)}
 

@@ -106,16 +106,20 @@ class ExpertBuffer:
         Holds an exclusive lock on the buffer meanwhile: concurrent runs wait instead of training twice.
         """
         with file_lock(self.directory / ".lock"):
-            if all(len(self.trajectory(i)) > self.spec.epochs for i in range(num)):
+            trajectories = [self.trajectory(i) for i in range(num)]
+            if all(len(t) > self.spec.epochs for t in trajectories):
                 costs.reusing("expert_buffer", self.directory)
-                return self._build(num, make_model, train_pairs, device, progress)
-            with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
-                return self._build(num, make_model, train_pairs, device, progress)
+            else:
+                with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
+                    self._build(trajectories, make_model, train_pairs, device, progress)
+        return [t[: self.spec.epochs + 1] for t in trajectories]
 
-    def _build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs, device, progress: bool) -> list[Trajectory]:
+    def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], train_pairs: Pairs, device,
+               progress: bool) -> None:
+        """Extend the loaded `trajectories` in place to `spec.epochs` epochs each."""
+        num = len(trajectories)
         data = TrainData.from_pairs(train_pairs)
         steps = -(-len(data) // min(self.spec.batch_size, len(data)))
-        trajectories = [self.trajectory(i) for i in range(num)]
         missing = sum(max(0, self.spec.epochs + 1 - len(t)) for t in trajectories)
         bar = tqdm(total=missing, desc=f"expert buffer ({num} x {self.spec.epochs} epochs)", unit="epoch",
                    disable=not progress or missing == 0)
@@ -139,7 +143,6 @@ class ExpertBuffer:
                 bar.update()
             self._write_manifest(num, trajectory)
         bar.close()
-        return [t[: self.spec.epochs + 1] for t in trajectories]
 
     def _write_manifest(self, num: int, trajectory: Trajectory) -> None:
         checkpoint_bytes = sum(v.numel() * v.element_size() for v in trajectory[0].values())
