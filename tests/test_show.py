@@ -1,5 +1,6 @@
 """`vlbench show`: whole captions, a title, gaps between cells, the picture next to the record."""
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from vlbench.show import CELL, FONT_SIZE, GAP, LINE, add_show_command, nearest_c
 # A three-object scene's caption: longer than the four lines the grid used to cut it at.
 LONG = ("a large red circle at the top left, a small green square in the middle and "
         "a large blue triangle at the bottom right of the picture, on a grey background")
-NORMALIZATION = ((0.5,) * 3, (0.5,) * 3)
+NORMALIZATION = ((0.5,) * 3, (0.5,) * 3)  # tinyvit-minilm's
 
 
 def test_wrap_keeps_every_word_and_fits_the_cell():
@@ -29,8 +30,8 @@ def ink_rows(image, x0, x1):
 
 
 def test_grid_shows_title_gaps_and_whole_captions(tmp_path):
-    images = torch.zeros(3, 3, 8, 8)  # grey after un-normalising
-    out = write_grid(images, [LONG, "short", "a small caption"], NORMALIZATION, tmp_path / "g.png", "tm · 3 pairs", 3)
+    images = torch.full((3, 3, 8, 8), 0.5)  # grey canonical pixels
+    out = write_grid(images, [LONG, "short", "a small caption"], tmp_path / "g.png", "tm · 3 pairs", 3)
     image = Image.open(out).convert("RGB")
     lines = len(wrap(LONG, ImageFont.load_default(FONT_SIZE), CELL))
     top = GAP + 15 + 2 * GAP  # the title line
@@ -69,14 +70,20 @@ def tiny(tmp_path_factory):
         m.setenv("VLBENCH_CACHE", str(tmp / "cache"))
         train = load_pairs(SynthScenes().load(tmp / "data"), "train", backbone, progress=False)
     condensed = CondensedSet.from_indices(train, [7, 2, 9], condenser="random")
-    condensed.save(tmp / "cache" / "condensed" / "random-3-abcdef")
+    condensed.to_canonical(backbone.normalization).save(tmp / "cache" / "condensed" / "random-3-abcdef")  # as the runner saves
     return tmp, train, condensed
 
 
 def test_coreset_shows_its_own_captions_a_learned_set_the_nearest(tiny):
     _, train, condensed = tiny
-    assert pair_captions(condensed, train, 2) == [train.captions[7], train.captions[2]]
-    assert nearest_captions(train.text_features[[3, 7]] * 2, train) == [train.captions[3], train.captions[7]]
+
+    def no_features():
+        raise AssertionError("a coreset's captions need no text encoder")
+
+    assert pair_captions(condensed, train.captions, no_features, 2) == [train.captions[7], train.captions[2]]
+    learned = dataclasses.replace(condensed, text_features=train.text_features[[3, 7, 0]] * 2, source_indices=None)
+    assert pair_captions(learned, train.captions, lambda: train.text_features, 2) == [train.captions[3], train.captions[7]]
+    assert nearest_captions(train.text_features[[7]], train.text_features, train.captions) == [train.captions[7]]
 
 
 def test_show_a_record_writes_next_to_it_and_a_set_into_the_working_directory(tiny, monkeypatch, capsys, tmp_path):
@@ -97,3 +104,38 @@ def test_show_a_record_writes_next_to_it_and_a_set_into_the_working_directory(ti
     show([str(tmp / "cache" / "condensed" / "random-3-abcdef"), "--data-root", str(tmp / "data"), "--columns", "2"])
     assert (tmp_path / "random-3-abcdef.png").exists()
     assert not list((tmp / "cache").rglob("*.png"))  # nothing written into the cache
+
+
+COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.4, 0.6]])  # canonical RGB of the two images below
+
+
+def cell_colours(path):
+    """The RGB of the centre of each of the first two cells of a one-row grid with a title."""
+    image = Image.open(path).convert("RGB")
+    y = GAP + 15 + 2 * GAP + CELL // 2
+    return [image.getpixel((GAP + k * (CELL + GAP) + CELL // 2, y)) for k in range(2)]
+
+
+def test_show_draws_canonical_pixels_whatever_the_backbone_and_migrates_a_format_1_set(tiny, monkeypatch, tmp_path):
+    from vlbench.api import CondensedSet
+    from vlbench.pixels import for_backbone
+
+    tmp, train, _ = tiny
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp / "cache"))
+    canonical = COLOURS.view(2, 3, 1, 1).expand(2, 3, 36, 36).contiguous()
+    text, indices = train.text_features[:2].clone(), torch.tensor([0, 1])
+    CondensedSet(canonical, text, source_indices=indices, canonical=True).save(tmp_path / "set")
+    expected = [tuple(round(255 * v) for v in c.tolist()) for c in COLOURS]
+    for backbone in ("tinyvit-minilm", "nfnet-bert"):  # the backbone's normalisation plays no part
+        out = tmp_path / f"{backbone}.png"
+        show([str(tmp_path / "set"), "--data-root", str(tmp / "data"), "--backbone", backbone, "--output", str(out)])
+        assert cell_colours(out) == expected
+
+    # A set saved before canonical pixels: no "format" or "pixels" in its manifest, images in its backbone's space.
+    legacy = tmp_path / "legacy"
+    CondensedSet(for_backbone(canonical, 36, NORMALIZATION), text, source_indices=indices).save(legacy)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    del manifest["format"], manifest["pixels"]
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    show([str(legacy), "--data-root", str(tmp / "data"), "--output", str(tmp_path / "legacy.png")])
+    assert cell_colours(tmp_path / "legacy.png") == expected

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vlbench.core import SIDES, SPLITS, RunSpec, TrainProtocol, VLBenchError, cache_dir, stable_hash  # noqa: F401 (re-exported)
+from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 
 
 # ----------------------------------------------------------------------------- data
@@ -269,11 +270,18 @@ class LowRankTargets:
         return {"form": "low_rank", "rank": self.left.shape[1], "diagonal": self.diagonal is not None}
 
 
+#: The condensed-set format in the manifest. 2: images stored canonical (vlbench.pixels), the space
+#: and resolution recorded under "pixels"; 1 (no "format"): images in the condensing backbone's space.
+FORMAT = 2
+
+
 @dataclass
 class CondensedSet:
     """What a condenser produced, saved as safetensors plus a JSON manifest."""
 
-    images: Tensor  # (N, 3, H, W) float32, in the backbone's normalised input space
+    #: (N, 3, H, W) float32: in the condensing backbone's normalised input space as a condenser returns
+    #: them, or canonical (`canonical` True: RGB on the [0, 1] scale, unclamped) as the harness saves them.
+    images: Tensor
     text_features: Tensor  # (N, d) frozen text-encoder space
     learned_lrs: dict[str, float] | None = None  # {"image": lr, "text": lr}
     #: Image-text similarity targets, if the method learns them: dense (N, N) or factored. Entry
@@ -281,6 +289,8 @@ class CondensedSet:
     soft_targets: Tensor | LowRankTargets | None = None
     source_indices: Tensor | None = None  # training pair indices, for coresets
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Whether `images` are canonical pixels (vlbench.pixels): set by `to_canonical`, never by a condenser.
+    canonical: bool = False
 
     def __post_init__(self):
         n = len(self.images)
@@ -339,6 +349,8 @@ class CondensedSet:
         with atomic_directory(Path(directory)) as tmp:
             save_file(self.tensors(), str(tmp / "tensors.safetensors"))
             manifest = {
+                "format": FORMAT,
+                "pixels": {"space": CANONICAL if self.canonical else BACKBONE, "size": list(self.images.shape[-2:])},
                 "num_pairs": len(self),
                 "learned_lrs": self.learned_lrs,
                 "soft_targets": self.describe_targets(),
@@ -359,6 +371,12 @@ class CondensedSet:
             tensors = load_file(str(directory / "tensors.safetensors"))
         except (OSError, ValueError) as e:
             raise VLBenchError(f"cannot read condensed set at {directory}: {e}") from e
+        if manifest.get("format", 1) > FORMAT:
+            raise VLBenchError(f"condensed set at {directory} has format {manifest['format']}, newer than this vlbench "
+                               f"reads ({FORMAT}): upgrade vlbench")
+        # Format 1 (no "pixels"): saved before canonical pixels, in the condensing backbone's space;
+        # the runner converts it with that backbone's normalisation (`to_canonical`) when it reuses it.
+        canonical = manifest.get("pixels", {}).get("space") == CANONICAL
         factors = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("soft_targets.")}
         return cls(
             images=tensors["images"],
@@ -367,7 +385,21 @@ class CondensedSet:
             soft_targets=LowRankTargets(**factors) if factors else tensors.get("soft_targets"),
             source_indices=tensors.get("source_indices"),
             meta=manifest.get("meta", {}),
+            canonical=canonical,
         )
+
+    def to_canonical(self, normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> "CondensedSet":
+        """This set with canonical pixels: mapped from the space `normalization` ((mean, std) of the
+        backbone that condensed it) defines; a set that is canonical already comes back as it is."""
+        if self.canonical:
+            return self
+        return dataclasses.replace(self, images=to_canonical(self.images, normalization), canonical=True)
+
+    def pixels_for(self, backbone: "Backbone") -> Tensor:
+        """The images as `backbone` takes them: resized to its resolution where it differs, normalised its way."""
+        if not self.canonical:
+            raise VLBenchError("the set's images are still in the condensing backbone's space: to_canonical() first")
+        return for_backbone(self.images, backbone.image_size, backbone.normalization)
 
     @classmethod
     def from_indices(cls, train: Pairs, indices: Iterable[int], **meta: Any) -> "CondensedSet":
@@ -391,7 +423,7 @@ class Condenser(ABC):
     #: The full-data reference: nothing is condensed, evaluation trains on all training pairs.
     trains_on_full_data: ClassVar[bool] = False
     #: Shared stages `condense` uses (e.g. {"reference_model"}): cached work that a sweep computes
-    #: once, before the runs that need it (see Run.shared_stages for the known ones).
+    #: once, before the runs that need it (vlbench/stages.py; plugins register them by name).
     requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any):

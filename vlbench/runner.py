@@ -211,6 +211,7 @@ class Run:
         own = round(time.perf_counter() - start + sum(earlier), 3)
         condensed.meta.update(condenser=self.spec.condenser, config=self.condenser.config_dict(), key=key,
                               cost={"own_s": own, "attempts": len(earlier) + 1, "shared": shared})
+        condensed = condensed.to_canonical(self.backbone.normalization)  # stored backbone-independent (vlbench.pixels)
         condensed.save(path)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resume state is scratch once the set is saved
         return condensed, key, path, False
@@ -271,7 +272,9 @@ class Run:
                 info["cached"] = False
             else:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
-                data = TrainData.from_condensed(condensed.images, condensed.text_features, condensed.dense_targets())
+                # As the evaluation backbone takes them; a set cached before canonical pixels is in the condensing one's space.
+                pixels = condensed.to_canonical(self.backbone.normalization).pixels_for(self.backbone)
+                data = TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets())
                 lrs = condensed.learned_lrs
                 cost = condensed.meta.get("cost") or {}
                 info["resumed"] = not info["cached"] and cost.get("attempts", 1) > 1

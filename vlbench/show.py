@@ -1,7 +1,10 @@
 """`vlbench show`: a PNG of a condensed set, each image with its full caption, titled with what made it.
 
 A coreset's pairs carry their own training captions (`source_indices`); a learned text feature
-is shown with the training caption nearest to it. Given a run record, the picture is written
+is shown with the training caption nearest to it (the backbone's text encoder gives the training
+captions' features). The images are drawn from the set's canonical pixels as they are stored: no
+backbone is needed for them, except for a set saved before canonical pixels (format 1), which
+is in its condensing backbone's space. Given a run record, the picture is written
 next to the record (RESULTS/records/<run id>.png) and titled with its condenser, budget, backbone
 and record id; given a condensed-set directory, into the working directory. Never into the cache.
 
@@ -30,7 +33,8 @@ def add_show_command(subparsers: argparse._SubParsersAction) -> None:
                                        "for a set directory: ./<its name>.png)")
     show.add_argument("--dataset", help="data set whose training captions to use (default: the record's, else synthscenes)")
     show.add_argument("--data-root", help="directory holding the data set's images and annotations (default: the record's)")
-    show.add_argument("--backbone", help="backbone the set was condensed for (default: the record's, else tinyvit-minilm)")
+    show.add_argument("--backbone", help="backbone the set was condensed on, whose text encoder finds the nearest captions "
+                                         "(default: the record's, else tinyvit-minilm)")
     show.add_argument("--max-images", type=int, default=100, help="show at most this many pairs (default: 100)")
     show.add_argument("--columns", type=int, default=10, help="images per row (default: 10)")
     show.set_defaults(func=cmd_show)
@@ -86,34 +90,36 @@ def cmd_show(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output
 
     from vlbench.api import CondensedSet
-    from vlbench.pairs import load_pairs
+    from vlbench.pairs import text_features
     from vlbench.plugins import registry
 
-    condensed = CondensedSet.load(directory)
-    model = registry().get("backbone", backbone)(**spec.get("backbone_options", {}))
+    model = registry().get("backbone", backbone)(**spec.get("backbone_options", {}))  # builds nothing yet
+    condensed = CondensedSet.load(directory).to_canonical(model.normalization)  # a no-op unless format 1
     source = registry().get("dataset", dataset)(**spec.get("dataset_options", {}))
-    train = load_pairs(source.load(Path(data_root).expanduser() if data_root else None), "train", model)
+    data = source.load(Path(data_root).expanduser() if data_root else None)
     n = min(args.max_images, len(condensed))
+    captions = pair_captions(condensed, data.split("train").pair_captions, lambda: text_features(data, "train", model), n)
     heading = title(condenser or condensed.meta.get("condenser", directory.name), len(condensed), backbone, dataset,
                     run_id, n)
-    write_grid(condensed.images[:n], pair_captions(condensed, train, n), model.normalization, output, heading, args.columns)
+    write_grid(condensed.images[:n], captions, output, heading, args.columns)
     print(f"wrote {output}")
     return 0
 
 
-def pair_captions(condensed, train, n: int) -> list[str]:
-    """The first `n` pairs' captions: a coreset's own, else the nearest training caption."""
+def pair_captions(condensed, captions: list[str], features, n: int) -> list[str]:
+    """The first `n` pairs' captions: a coreset's own, else the nearest of the training `captions`,
+    whose frozen features `features()` gives (only called for a set with learned text)."""
     if condensed.source_indices is not None:
-        return [train.captions[i] for i in condensed.source_indices[:n].tolist()]
-    return nearest_captions(condensed.text_features[:n], train)
+        return [captions[i] for i in condensed.source_indices[:n].tolist()]
+    return nearest_captions(condensed.text_features[:n], features(), captions)
 
 
-def nearest_captions(text_features, train) -> list[str]:
-    """The training caption whose frozen embedding has the highest cosine similarity to each row."""
+def nearest_captions(text_features, train_features, captions: list[str]) -> list[str]:
+    """The caption whose frozen embedding (`train_features`, one row per caption) has the highest cosine similarity to each row."""
     import torch.nn.functional as F
 
-    sims = F.normalize(text_features.float(), dim=1) @ F.normalize(train.text_features.float(), dim=1).t()
-    return [train.captions[i] for i in sims.argmax(dim=1).tolist()]
+    sims = F.normalize(text_features.float(), dim=1) @ F.normalize(train_features.float(), dim=1).t()
+    return [captions[i] for i in sims.argmax(dim=1).tolist()]
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -138,15 +144,13 @@ def wrap(text: str, font, width: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def write_grid(images, captions: list[str], normalization, output: Path, heading: str = "", columns: int = 10) -> Path:
-    """A grid of `images` (normalised, as a backbone takes them), each above its whole caption."""
-    import torch
+def write_grid(images, captions: list[str], output: Path, heading: str = "", columns: int = 10) -> Path:
+    """A grid of `images` (canonical pixels: RGB on the [0, 1] scale, clamped to it for drawing), each above its whole caption."""
     import torch.nn.functional as F
     from PIL import Image, ImageDraw, ImageFont
 
     font, title_font = ImageFont.load_default(FONT_SIZE), ImageFont.load_default(TITLE_SIZE)
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
-    pixels = F.interpolate((images.float() * std + mean).clamp(0, 1), size=(CELL, CELL), mode="nearest")
+    pixels = F.interpolate(images.float().clamp(0, 1), size=(CELL, CELL), mode="nearest")
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
     wrapped = [wrap(c, font, CELL) for c in captions]
