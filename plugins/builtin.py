@@ -1,7 +1,8 @@
-"""vlbench's own condensers, backbones and data sets: one entry point, named by import path.
+"""vlbench's own condensers, backbones, data sets, shared stages and commands: one entry point.
 
-Nothing heavy is imported here: each module (and torch, timm, peft, transformers with it) is
-imported only when its name is used, so that `vlbench list` and `vlbench plugins` answer at once.
+Names are registered by import path. Nothing heavy is imported here: each module (and torch, timm,
+peft, transformers with it) is imported only when its name is used, so that `vlbench list` and
+`vlbench plugins` answer at once; the command modules import nothing heavy until a command runs.
 A new first-party plugin adds its line here.
 """
 from vlbench import hookimpl
@@ -14,11 +15,18 @@ CONDENSERS = {
     "forgetting": "vlbench_plugins.forgetting:Forgetting",
     "tm": "vlbench_plugins.tm:TrajectoryMatching",
     "tm-lora": "vlbench_plugins.tm_lora:LoRATrajectoryMatching",
+    "lors": "vlbench_plugins.lors:LoRS",
 }
 BACKBONES = {
     "tinyvit-minilm": "vlbench_plugins.tinyvit_minilm:TinyViTMiniLM",
     "nfnet-bert": "vlbench_plugins.nfnet_bert:NFNetBERT",
     "clip": "vlbench_plugins.clip_lora:CLIPLoRA",
+    "convnet-minilm": "vlbench_plugins.convnet_minilm:ConvNetMiniLM",
+}
+STAGES = {
+    "reference_model": "vlbench.stages:ReferenceModel",  # the harness's: any condenser may use it
+    "forgetting_history": "vlbench_plugins.forgetting:ForgettingHistory",
+    "expert_buffer": "vlbench_plugins.tm_stages:ExpertBufferStage",
 }
 DATASETS = {
     "synthscenes": "vlbench.data.synthscenes:SynthScenes",
@@ -27,19 +35,33 @@ DATASETS = {
 }
 
 
+def _each(register, names: dict[str, str]) -> None:
+    for name, path in names.items():
+        register(path, name=name)
+
+
 @hookimpl
 def register_condensers(register):
-    for name, path in CONDENSERS.items():
-        register(path, name=name)
+    _each(register, CONDENSERS)
 
 
 @hookimpl
 def register_backbones(register):
-    for name, path in BACKBONES.items():
-        register(path, name=name)
+    _each(register, BACKBONES)
 
 
 @hookimpl
 def register_datasets(register):
-    for name, path in DATASETS.items():
-        register(path, name=name)
+    _each(register, DATASETS)
+
+
+@hookimpl
+def register_stages(register):
+    _each(register, STAGES)
+
+
+@hookimpl
+def register_commands(subparsers):
+    from vlbench_plugins.tm_cli import add_experts_command
+
+    add_experts_command(subparsers)

@@ -1,7 +1,8 @@
 """`forgetting`: the pairs forgotten most often while a model trains on all pairs.
 
 The per-epoch outcomes are cached per (data set, backbone, protocol, seed, epochs), so every
-budget reuses one training run.
+budget reuses one training run: the shared stage `forgetting_history`, which a sweep builds once
+before the runs that need it.
 """
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from tqdm import tqdm
 from vlbench import costs
 from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
+from vlbench.stages import Stage, StageInput
 from vlbench.storage import atomic_save_tensors, file_lock
 
 #: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
@@ -29,6 +31,7 @@ class ForgettingConfig:
 class Forgetting(Condenser):
     name = "forgetting"
     Config = ForgettingConfig
+    requires = frozenset({"forgetting_history"})
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         check_budget(ctx.budget, len(ctx.train))  # before training for nothing
@@ -41,9 +44,7 @@ class Forgetting(Condenser):
         """(epochs, pairs) probe outcomes of a model trained on all pairs from ctx.seed, cached."""
         from safetensors.torch import load_file
 
-        key = stable_hash([ctx.dataset.fingerprint, ctx.backbone.id, ctx.protocol.id, ctx.seed, self.config.epochs,
-                           PROBE_VERSION])
-        path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{key}.safetensors"
+        path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{ForgettingHistory().key(self, ctx)}.safetensors"
         with file_lock(path.with_suffix(".lock")):  # concurrent jobs wait for one training run
             if path.exists():
                 costs.reusing("forgetting_history", path)
@@ -56,3 +57,16 @@ class Forgetting(Condenser):
                                                   ctx.device, progress=bar.update)
                 atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
             return history
+
+
+class ForgettingHistory(Stage):
+    """The probe outcomes of one full-data training run, shared by forgetting runs at every budget."""
+
+    name = "forgetting_history"
+
+    def key(self, condenser: Forgetting, run: StageInput | CondenseContext) -> str:
+        return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, run.seed, condenser.config.epochs,
+                            PROBE_VERSION])
+
+    def build(self, condenser: Forgetting, ctx: CondenseContext) -> torch.Tensor:
+        return condenser.history(ctx)

@@ -130,6 +130,21 @@ def test_a_broken_condenser_output_is_one_line_and_never_cached(env, capsys, mon
     assert torch.isfinite(CondensedSet.load(next((base / "cache" / "condensed").glob("random-7-*"))).images).all()
 
 
+def test_requiring_a_stage_no_plugin_registers_is_one_line_before_any_work(env, capsys, monkeypatch):
+    from vlbench_plugins.random_subset import RandomPairs
+
+    monkeypatch.setattr(RandomPairs, "requires", frozenset({"expert_bufer"}))
+    base, config = env
+    results = base / "unknown-stage"
+    assert main(["run", "--condenser", "random", "--budget", "7", "--config", str(config), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "vlbench: error: condenser 'random' (from vlbench 0.1.0) requires shared stage 'expert_bufer', which cannot be "
+        "used: unknown stage 'expert_bufer' (known: expert_buffer, forgetting_history, reference_model); "
+        "did you mean 'expert_buffer'?")
+    assert not results.exists()
+
+
 def test_a_plugin_exception_is_one_line_and_traceback_on_request(env, capsys, monkeypatch):
     from vlbench_plugins.random_subset import RandomPairs
 
@@ -231,3 +246,13 @@ def test_an_interrupted_condense_is_resumed_and_charged_for_every_attempt(env, m
     (record,) = records(base / "resumed")
     assert record["stages"]["condense"]["resumed"] is True
     assert record["condensed"]["cost"]["attempts"] == 2 and record["condensed"]["cost"]["own_s"] >= 0.6
+
+
+def test_experts_command_builds_the_buffer_and_refuses_other_condensers(env, capsys):
+    base, config = env
+    assert main(["experts", "--config", str(config), "--num", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("1 experts x 1 epochs in ") and "parameters" in last
+    assert main(["experts", "--condenser", "random", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == ("vlbench: error: condenser 'random' uses no expert trajectories "
+                                       "(try tm or tm-lora)\n")

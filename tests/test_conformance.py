@@ -61,6 +61,10 @@ class UndeclaredReferenceModel(Good):
         return super().condense(ctx)
 
 
+class RequiresAnUnregisteredStage(Good):
+    requires = frozenset({"expert_bufer"})
+
+
 class GlobalRandomness(Good):
     def condense(self, ctx):
         self.pick(ctx)  # for its budget check
@@ -103,6 +107,8 @@ BROKEN = [
     (WrongSourceIndices, "provenance", "pair 0 claims training pair"),
     (UndeclaredLearnedLrs, "extras", "stores learned_lrs without declaring it"),
     (UndeclaredReferenceModel, "requires", "uses reference_model without declaring it"),
+    (RequiresAnUnregisteredStage, "requires", "requires shared stage(s) expert_bufer that no plugin registers "
+                                              "(registered: expert_buffer, forgetting_history, reference_model)"),
     (GlobalRandomness, "determinism", "two runs with seed 0 differ: images differ"),
     (TupleInMeta, "round-trip", "meta changed from {'grid': (3, 3)} to {'grid': [3, 3]}"),
     (NormalisesInPlace, "no-mutation", "modified the input pairs' text_features"),

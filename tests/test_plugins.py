@@ -360,3 +360,53 @@ def test_cli_answers_without_importing_torch(argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", CLI, *argv], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "IMPORTED []"
+
+
+# A third party's command and stage, both through hooks; its command clashes with nothing.
+COMMANDS = """
+from vlbench import hookimpl
+
+@hookimpl
+def register_commands(subparsers):
+    hello = subparsers.add_parser("hello", help="say hello")
+    hello.set_defaults(func=lambda args: print("hello from a plugin") or 0)
+
+@hookimpl
+def register_stages(register):
+    register("vlbench.stages:ReferenceModel", name="reference_model")
+"""
+
+
+def test_commands_come_from_plugins_and_experts_from_the_tm_plugin(site, capsys):
+    from vlbench.cli import build_parser, main
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert commands["experts"].get_default("func").__module__ == "vlbench_plugins.tm_cli"
+    assert set(Registry().names("stage")) == {"reference_model", "forgetting_history", "expert_buffer"}
+
+    install_dist(site, "vlbench-hello", {"vlb_hello": COMMANDS}, {"hello": "vlb_hello"})
+    plugins._registry = None
+    assert main(["hello"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "hello from a plugin\n"
+    # Its stage takes a name vlbench has: only that name is unavailable, the command still works.
+    assert "stage name 'reference_model' is registered by vlbench and vlbench-hello" in err
+
+
+def test_a_command_hook_that_raises_or_clashes_is_one_line(site, capsys):
+    from vlbench.cli import main
+
+    install_dist(site, "vlbench-clash", {"vlb_clash": """
+from vlbench import hookimpl
+
+@hookimpl
+def register_commands(subparsers):
+    subparsers.add_parser("run")
+"""}, {"clash": "vlb_clash"})
+    assert main(["list"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vlbench-clash (clash) skipped: register_commands raised ArgumentError" in err
+    plugins._registry = None
+    assert main(["--strict-plugins", "list"]) == 2
+    assert "vlbench: error: plugin vlbench-clash (clash) failed: register_commands raised" in capsys.readouterr().err

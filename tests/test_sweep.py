@@ -159,6 +159,27 @@ def test_shared_stages_are_prepared_once_before_the_runs(env, tmp_path, monkeypa
     assert [[t.kind for t in phase] for phase in make_plan(load_sweep(path)).phases] == [["run"]]
 
 
+def test_an_expert_buffer_is_built_once_in_the_prepare_phase(env, tmp_path):
+    """Two tm-lora budgets share one buffer: a stage task builds it, and neither run trains an expert."""
+    from vlbench.api import cache_dir
+
+    forget_prepared()
+    options = {"iterations": 1, "syn_steps": 2, "num_experts": 1, "train_epochs": 1, "max_start_epoch": 0}
+    path = write_sweep(tmp_path / "s.yaml", env, {"condenser": "tm-lora", "budget": [5, 10], "condenser_options": options})
+    plan = make_plan(load_sweep(path))
+    assert [[t.kind for t in phase] for phase in plan.phases] == [["data"], ["stage"], ["run", "run"]]
+    assert plan.phases[1][0].stage == "expert_buffer" and all(plan.phases[1][0].key in t.needs for t in plan.runs)
+
+    lines = []
+    run_plan(plan, make_executor("local", default_log_dir=tmp_path), echo=lines.append)
+    assert [line.split()[:2] for line in lines] == [["ok", "data"], ["ok", "stage"], ["ok", "run"], ["ok", "run"]]
+    assert len([p for p in (cache_dir() / "experts").iterdir() if p.is_dir()]) == 1
+    for record in ResultsStore(tmp_path / "results").records():
+        [shared] = record["condensed"]["cost"]["shared"]  # each run is charged the buffer it reused
+        assert shared["stage"] == "expert_buffer" and not shared["built_now"] and shared["wall_s"] > 0
+        assert shared["built_by"] == plan.runs[0].key  # prepared for the first run that needs it
+
+
 @pytest.mark.slow
 def test_submitit_local_executor(env, tmp_path):
     logs = tmp_path / "logs"

@@ -12,9 +12,9 @@ import yaml
 
 from vlbench.core import SPLITS, RunSpec, VLBenchError, resolve_spec
 from vlbench.data_cli import add_data_commands
-from vlbench.distill_cli import add_distill_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
+from vlbench.plugins import KINDS, registry
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
 
@@ -72,8 +72,6 @@ def spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, str]:
 
 
 def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[str]) -> RunSpec:
-    from vlbench.plugins import registry
-
     reg = registry()
     fields = dataclasses.fields(reg.get("condenser", spec.condenser).Config)
     condenser_defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -87,8 +85,6 @@ def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vlbench.plugins import registry
-
     spec, results = spec_from_args(args)
     reg = registry()
     for kind, name in (("condenser", spec.condenser), ("backbone", spec.backbone), ("dataset", spec.dataset)):
@@ -145,10 +141,8 @@ def stage_summary(record: dict[str, Any]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from vlbench.plugins import registry
-
     reg = registry()
-    for kind in ("condenser", "backbone", "dataset"):
+    for kind in KINDS:
         print(f"{kind}s:")
         for name in reg.names(kind):
             info = reg.origin(kind, name)
@@ -198,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", help=f"results directory (default: {DEFAULT_RESULTS}/; the committed board is results/)")
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", help="list the registered condensers, backbones and data sets")
+    lst = sub.add_parser("list", help="list the registered condensers, backbones, data sets and shared stages")
     lst.set_defaults(func=cmd_list)
 
     board = sub.add_parser("leaderboard", help="render the leaderboard (markdown, CSV, JSON or HTML page) from the records")
@@ -215,15 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(func=cmd_leaderboard)
     add_data_commands(sub)
     add_plugin_commands(sub)
-    add_distill_commands(sub)
     add_show_command(sub)
     add_sweep_commands(sub)
+    registry().add_commands(sub)  # plugins' own commands (`vlbench experts` is the tm plugin's)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv, args = sys.argv[1:] if argv is None else argv, None
     try:
+        # Plugins add commands, so they load before parsing: strictly if the flag is anywhere.
+        registry(strict=True if "--strict-plugins" in argv else None)
+        args = build_parser().parse_args(argv)
         apply_strict_flag(args)
         return args.func(args)
     except VLBenchError as e:

@@ -1,4 +1,5 @@
-"""The plugin manager: every condenser, backbone and data set comes in through entry points.
+"""The plugin manager: every condenser, backbone, data set, shared stage and plugin command comes
+in through entry points.
 
 First-party plugins (``plugins/`` in this repository) are declared in vlbench's own
 pyproject under ``[project.entry-points.vlbench]``, exactly like a third party's, so there is
@@ -36,9 +37,12 @@ from vlbench.core import VLBenchError
 
 GROUP = "vlbench"
 BUILTIN = "vlbench"  # the distribution of the first-party plugins
-KINDS = ("condenser", "backbone", "dataset")
-INTERFACES = {"condenser": "Condenser", "backbone": "Backbone", "dataset": "DatasetSource"}  # in vlbench.api
-HOOKS = {"condenser": "register_condensers", "backbone": "register_backbones", "dataset": "register_datasets"}
+KINDS = ("condenser", "backbone", "dataset", "stage")
+INTERFACES = {"condenser": "vlbench.api:Condenser", "backbone": "vlbench.api:Backbone",
+              "dataset": "vlbench.api:DatasetSource", "stage": "vlbench.stages:Stage"}
+HOOKS = {"condenser": "register_condensers", "backbone": "register_backbones", "dataset": "register_datasets",
+         "stage": "register_stages"}
+COMMANDS_HOOK = "register_commands"  # gets the CLI's subparsers, not a `register` callback
 ALLOW_ENV, BLOCK_ENV, STRICT_ENV = "VLBENCH_PLUGINS", "VLBENCH_DISABLE_PLUGINS", "VLBENCH_STRICT_PLUGINS"
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -94,9 +98,8 @@ def _one_line(error: BaseException) -> str:
 
 def check_plugin_class(kind: str, cls: Any) -> type:
     """What `register()` accepts: a concrete subclass of the kind's interface with a name."""
-    import vlbench.api  # the interfaces import torch: only checked once a class is at hand
-
-    base = getattr(vlbench.api, INTERFACES[kind])
+    module, _, interface = INTERFACES[kind].partition(":")
+    base = getattr(importlib.import_module(module), interface)  # vlbench.api imports torch: only now
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"register() for {kind}s got {cls!r}, not a {base.__name__} subclass")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
@@ -137,6 +140,7 @@ class Registry:
         self.plugins: list[PluginInfo] = []  # every entry point of the group, loaded or not
         self._items: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self._clashes: dict[str, dict[str, str]] = {k: {} for k in KINDS}  # name -> the one-line report
+        self._loaded: dict[str, PluginInfo] = {}  # pluggy's name of each registered module -> its plugin
         self._load()
 
     # -- loading
@@ -187,7 +191,7 @@ class Registry:
     def _load_plugin(self, ep: EntryPoint, info: PluginInfo) -> list[Entry]:
         try:
             module = ep.load()
-            self.pm.register(module, name=f"{info.distribution}:{ep.name}")
+            self._loaded[self.pm.register(module, name=f"{info.distribution}:{ep.name}")] = info
         except (Exception, SystemExit) as e:  # a broken plugin must not take the CLI down
             self._fail(info, f"cannot load {ep.value}: {_one_line(e)}")
             return []
@@ -195,7 +199,7 @@ class Registry:
         unknown = sorted(c.name for c in callers if not c.has_spec())
         if unknown:
             self.pm.unregister(module)
-            self._fail(info, f"unknown hook(s) {', '.join(unknown)} (hooks: {', '.join(HOOKS.values())})")
+            self._fail(info, f"unknown hook(s) {', '.join(unknown)} (hooks: {', '.join([*HOOKS.values(), COMMANDS_HOOK])})")
             return []
         # Run all of the plugin's hooks before registering anything: a plugin counts whole or not at all.
         staged: list[Entry] = []
@@ -239,6 +243,17 @@ class Registry:
                        f"keep {', or '.join(keep)}")
         self._clashes[kind][name] = message
         self._report(message)
+
+    def add_commands(self, subparsers: Any) -> None:
+        """Let every plugin in use add its subcommands; one whose hook raises is reported (its commands may be missing)."""
+        for impl in getattr(self.pm.hook, COMMANDS_HOOK).get_hookimpls():
+            info = self._loaded[impl.plugin_name]
+            if info.disabled or info.error:
+                continue
+            try:
+                impl.function(subparsers=subparsers)
+            except Exception as e:  # argparse's "conflicting subparser" too
+                self._fail(info, f"{COMMANDS_HOOK} raised {_one_line(e)}")
 
     # -- lookups (none of these imports a plugin module, except `get`)
 

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -29,6 +29,7 @@ from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, new_run_id
+from vlbench.stages import Stage, StageInput, reference_key
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, evaluate, train
 
@@ -87,6 +88,7 @@ class Run:
             validation.check_declared(self.condenser_cls.extras)
         except validation.InvalidSet as e:
             raise PluginError(f"condenser {spec.condenser!r} ({self._distribution()}) {e}") from e
+        self.shared: dict[str, Stage] = self._shared_stages()
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
         self.source = self.plugins.get("dataset", spec.dataset)(**spec.dataset_options)
         self.augment = train_augment(self.source.flip_safe) if spec.protocol.augment else None
@@ -137,35 +139,47 @@ class Run:
         return stable_hash({**self.spec.to_dict(), "data_root": None, "budget": self.recorded_budget(dataset),
                             "condenser_config": self.condenser.config_dict()})
 
-    # Shared stages: cached work that many runs reuse; a condenser names the ones it uses in
-    # `Condenser.requires`, so that a sweep can compute each distinct one once, before the runs.
+    # Shared stages: cached work that many runs reuse (vlbench/stages.py); a condenser names the ones it
+    # uses in `Condenser.requires`, plugins register them, and a sweep builds each distinct one once.
 
-    def shared_stages(self, dataset: ImageTextDataset) -> dict[str, tuple[str, Callable[[Pairs], object]]]:
-        """{stage: (cache key, build(train_pairs))} for the stages this run's condenser requires."""
-        seed = self.spec.seed
-        known = {
-            "reference_model": (self.reference_key(dataset, seed), lambda train: self.reference_model(dataset, train, seed)),
-        }
-        unknown = self.condenser_cls.requires - known.keys()
-        if unknown:
-            raise VLBenchError(f"condenser {self.spec.condenser!r} requires unknown shared stage(s) "
-                               f"{', '.join(sorted(unknown))} (known: {', '.join(known)})")
-        return {name: known[name] for name in sorted(self.condenser_cls.requires)}
+    def _shared_stages(self) -> dict[str, Stage]:
+        stages = {}
+        for name in sorted(self.condenser_cls.requires):
+            try:
+                stages[name] = self.plugins.get("stage", name)()
+            except VLBenchError as e:  # before any work: one line naming the plugin and the stage
+                raise PluginError(f"condenser {self.spec.condenser!r} ({self._distribution()}) requires shared stage "
+                                  f"{name!r}, which cannot be used: {e}") from e
+        return stages
+
+    def stage_keys(self, dataset: ImageTextDataset) -> dict[str, str]:
+        """{stage: cache key} of the stages this run's condenser requires; equal keys are one build."""
+        where = StageInput(dataset, self.backbone, self.spec.seed, self.spec.protocol)
+        return {name: stage.key(self.condenser, where) for name, stage in self.shared.items()}
+
+    def context(self, dataset: ImageTextDataset, train_pairs: Pairs) -> CondenseContext:
+        """What the condenser (and the stages it requires) gets."""
+        return CondenseContext(
+            dataset=dataset, train=train_pairs, backbone=self.backbone, budget=self.spec.budget, seed=self.spec.seed,
+            device=self.device, protocol=self.spec.protocol, work_dir=cache_dir() / "work" / self.condense_key(dataset),
+            progress=self.progress, reference_model=lambda seed: self.reference_model(dataset, train_pairs, seed),
+        )
+
+    def stage_context(self) -> CondenseContext:
+        """Load the data (backbone weights, text features: cached) and return the context stages build in."""
+        dataset = self.load_dataset()
+        return self.context(dataset, self.load_pairs(dataset)[0])
 
     def prepare(self, stages: Iterable[str] = ()) -> None:
         """Compute into the cache what runs share: backbone weights, text features, and `stages`."""
-        dataset = self.load_dataset()
-        train_pairs, _ = self.load_pairs(dataset)
-        shared = self.shared_stages(dataset)
-        for name in stages:
-            shared[name][1](train_pairs)
-
-    def reference_key(self, dataset: ImageTextDataset, seed: int) -> str:
-        return stable_hash([dataset.fingerprint, self.backbone.id, self.spec.protocol.id, seed])
+        ctx = self.stage_context()
+        with costs.collecting(self.run_key(ctx.dataset)):  # a stamp names the run it was prepared for
+            for name in stages:
+                self.shared[name].build(self.condenser, ctx)
 
     def reference_model(self, dataset: ImageTextDataset, train_pairs: Pairs, seed: int) -> VLModel:
         """A model trained on all training pairs with the shared trainer; cached per seed."""
-        key = self.reference_key(dataset, seed)
+        key = reference_key(StageInput(dataset, self.backbone, seed, self.spec.protocol), seed)
         path = cache_dir() / "reference" / f"{dataset.name}-{key}.safetensors"
         model = self.backbone.build(seed, self.device)
         with file_lock(path.with_suffix(".lock")):  # concurrent runs wait for one training run
@@ -192,11 +206,7 @@ class Run:
         if (path / "manifest.json").exists():
             self.log(f"reusing condensed set {path}")
             return CondensedSet.load(path), key, path, True
-        ctx = CondenseContext(
-            dataset=dataset, train=train_pairs, backbone=self.backbone, budget=self.spec.budget, seed=self.spec.seed,
-            device=self.device, protocol=self.spec.protocol, work_dir=cache_dir() / "work" / key, progress=self.progress,
-            reference_model=lambda seed: self.reference_model(dataset, train_pairs, seed),
-        )
+        ctx = self.context(dataset, train_pairs)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         attempts = ctx.work_dir / "attempts.json"  # seconds spent by earlier, interrupted attempts
         earlier = json.loads(attempts.read_text()) if attempts.exists() else []

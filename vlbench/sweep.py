@@ -6,7 +6,8 @@ records (`Run.run_key`); a run whose key has a record in the results store is do
 What the pending runs share is executed first, once per distinct cache key, in phases:
 
 1. data: backbone weights and text features, per data set and backbone;
-2. shared stages the condensers declare (`Condenser.requires`, e.g. the full-data reference model);
+2. shared stages the condensers declare (`Condenser.requires`: the full-data reference model, the
+   forgetting history, an expert buffer; plugins register them, vlbench/stages.py);
 3. the runs.
 
 Each phase waits for the one before; a task whose prerequisite failed is not launched. Inside a
@@ -172,7 +173,7 @@ def make_plan(sweep: Sweep) -> Plan:
                 Task("stage", f"{stage}-{stage_key}", spec, results,
                      f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}",
                      stage, (data_key,))
-                for stage, (stage_key, _) in run.shared_stages(dataset).items()]
+                for stage, stage_key in run.stage_keys(dataset).items()]
             needs = [prepares.setdefault(t.key, t).key for t in shared if not t.prepared]
         runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]

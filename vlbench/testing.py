@@ -37,13 +37,13 @@ RULES = {
               "(soft targets dense (N, N) or factored, a positive target for every pair)",
     "provenance": "source indices, when given, point at the very training pairs returned",
     "extras": "every extra beyond the pairs (learned lrs, soft targets) is declared in `extras`",
-    "requires": "every shared stage it uses (ctx.reference_model) is declared in `requires`",
+    "requires": "every shared stage it declares in `requires` is registered, and every one it uses "
+                "(ctx.reference_model) is declared",
     "determinism": "the same seed gives the same set",
     "round-trip": "save() then CondensedSet.load() gives back the same set, meta included",
     "no-mutation": "the input data set is left unchanged and shares no memory with the result",
     "budget-too-large": "a budget above the number of training pairs raises VLBenchError naming the numbers",
 }
-KNOWN_STAGES = frozenset({"reference_model"})  # what the runner can share between runs (Run.shared_stages)
 DEFAULT_BACKBONE = ("tinyvit-minilm", {"pretrained": None})  # random init: nothing to pretrain
 #: Trains the reference model a condenser may ask for: a few steps, enough to be a real model.
 PROTOCOL = TrainProtocol(steps=20, batch_size=32)
@@ -227,9 +227,11 @@ class _Trial:
             raise _Broken(str(e)) from None
 
     def check_requires(self) -> None:
-        unknown = set(self.cls.requires) - KNOWN_STAGES
+        known = registry().names("stage")  # what plugins registered (vlbench/stages.py)
+        unknown = set(self.cls.requires) - set(known)
         if unknown:
-            raise _Broken(f"requires unknown shared stages {sorted(unknown)} (known: {', '.join(sorted(KNOWN_STAGES))})")
+            raise _Broken(f"requires shared stage(s) {', '.join(sorted(unknown))} that no plugin registers "
+                          f"(registered: {', '.join(known)})")
         undeclared = self.stages_used - set(self.cls.requires)
         if undeclared:
             raise _Broken(f"uses {', '.join(sorted(undeclared))} without declaring it: "
