@@ -6,16 +6,9 @@ problem than matching a whole encoder.
 """
 from __future__ import annotations
 
-from vlbench.api import Backbone, VLBenchError, VLModel
-from vlbench_plugins.tm import TrajectoryMatching
+from vlbench.tm import TMCondenser
 
 
-class LoRATrajectoryMatching(TrajectoryMatching):
+class LoRATrajectoryMatching(TMCondenser):
     name = "tm-lora"
-
-    def variant(self, backbone: Backbone) -> Backbone:
-        return backbone
-
-    def check_model(self, model: VLModel) -> None:
-        if not model.lora_parameter_names():
-            raise VLBenchError("tm-lora needs a backbone with LoRA adapters (lora_rank > 0); use `tm` to match all parameters")
+    matches = "lora"

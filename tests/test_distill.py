@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -9,7 +10,16 @@ from torch import nn
 
 from vlbench.api import Pairs, VLBenchError
 from vlbench.modules import DualEncoder
-from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpec, Student, inner, matching_loss
+from vlbench.tm import (
+    Bounds,
+    DistillConfig,
+    Distiller,
+    ExpertBuffer,
+    ExpertSpec,
+    Student,
+    inner,
+    matching_loss,
+)
 from vlbench.tm.experts import noise_floor
 
 SPEC = ExpertSpec(epochs=3, lr=0.5, momentum=0.0, weight_decay=5e-4, batch_size=8)
@@ -98,24 +108,29 @@ def test_expert_buffer_resumes_and_extends(vlbench_cache):
     assert set(floor) == {"image", "text"} and all(0 < v < 2 for v in floor.values())
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(trajectories, tmp_path, monkeypatch):
-    full, bounds = distiller(trajectories, tmp_path / "full")
-    full.run(bounds)
+@contextmanager
+def killed_at(monkeypatch, call: int):
+    """The block is killed (KeyboardInterrupt) at its `call`-th matching loss, as by Ctrl-C."""
+    real, calls = inner.matching_loss, {"n": 0}
 
-    calls = {"n": 0}
-    real = inner.matching_loss
-
-    def killed_at_fifth(*args):
+    def killing(*args):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(inner, "matching_loss", killed_at_fifth)
-    first, _ = distiller(trajectories, tmp_path / "killed")
+    monkeypatch.setattr(inner, "matching_loss", killing)
     with pytest.raises(KeyboardInterrupt):
-        first.run(bounds)
+        yield
     monkeypatch.setattr(inner, "matching_loss", real)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(trajectories, tmp_path, monkeypatch):
+    full, bounds = distiller(trajectories, tmp_path / "full")
+    full.run(bounds)
+    first, _ = distiller(trajectories, tmp_path / "killed")
+    with killed_at(monkeypatch, 5):
+        first.run(bounds)
     resumed, _ = distiller(trajectories, tmp_path / "killed")
     resumed.run(bounds)
     assert resumed.iteration == full.iteration == 6

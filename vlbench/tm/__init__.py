@@ -1,8 +1,10 @@
-"""Trajectory matching: expert buffers, the unrolled inner loop and the outer distillation loop.
+"""Trajectory matching: expert buffers, the unrolled inner loop, the outer distillation loop, and the
+condenser that wires them (`TMCondenser`), for `tm`, `tm-lora` and any method built on them.
 
-Reusable by any trajectory-matching method (the `tm` and `tm-lora` plugins are thin wrappers).
+docs/distillation.md describes each part and how a method extends the engine.
 """
-from vlbench.tm.distiller import Bounds, DistillConfig, Distiller
+from vlbench.tm.condenser import Setup, TMCondenser, TMConfig, pixel_bounds
+from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
 from vlbench.tm.experts import (
            ExpertBuffer,
            ExpertSpec,
@@ -14,5 +16,6 @@ from vlbench.tm.inner import BatchLoss, Student, contrastive, matching_loss
 from vlbench.tm.memory import SavedTensorMemory
 from vlbench.tm.tesla import unroll_tesla
 
-__all__ = ["BatchLoss", "Bounds", "DistillConfig", "Distiller", "ExpertBuffer", "ExpertSpec", "SavedTensorMemory",
-           "Student", "Trajectory", "contrastive", "derived_seed", "matching_loss", "noise_floor", "unroll_tesla"]
+__all__ = ["BatchLoss", "Bounds", "DistillConfig", "Distiller", "ExpertBuffer", "ExpertSpec", "Learnable",
+           "SavedTensorMemory", "Setup", "Student", "TMCondenser", "TMConfig", "Trajectory", "contrastive",
+           "derived_seed", "matching_loss", "noise_floor", "pixel_bounds", "unroll_tesla"]

@@ -7,11 +7,16 @@ the norm of the real embeddings they started from, and learning rates live in lo
 [lr_min, lr_max]. Each of these is a switch (`DistillConfig`), off in the official code's semantics
 (docs/fidelity.md). A non-finite loss or gradient rolls the step back and halves the learning rates
 (outer and learned inner).
+
+A method built on trajectory matching adds its own learnable tensors (`Learnable`) and an inner loss
+that reads them (`loss`, a `BatchLoss`); they get the same optimiser, clipping, finiteness check,
+rollback and checkpoints as the pixels and text.
 """
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from tqdm import tqdm
 from vlbench.api import SIDES, VLBenchError
 from vlbench.tm import inner
 from vlbench.tm.experts import Trajectory, derived_seed
-from vlbench.tm.inner import Student
+from vlbench.tm.inner import BatchLoss, Student
 from vlbench.tm.tesla import unroll_tesla
 
 MAX_CONSECUTIVE_ROLLBACKS = 10
@@ -109,12 +114,27 @@ class Bounds:
     text_norm: Tensor  # (N, 1)
 
 
+@dataclass
+class Learnable:
+    """A tensor a method learns beyond pixels, text and lrs (e.g. soft-target factors): a leaf that
+    requires grad, on the distiller's device, learned in place (so the loss may hold it), with its
+    own outer SGD lr (the distiller's `momentum`)."""
+
+    tensor: Tensor
+    lr: float
+
+
 class Distiller:
-    """Runs `config.iterations` outer steps, checkpointing to `state_path`; a rerun resumes there."""
+    """Runs `config.iterations` outer steps, checkpointing to `state_path`; a rerun resumes there.
+
+    `learnables` ({name: Learnable}) are optimised alongside the synthetic pairs, each as its own
+    group; `loss` replaces the inner loss (default: `inner.contrastive`) and may read them.
+    """
 
     def __init__(self, student: Student, trajectories: list[Trajectory], images: Tensor, text: Tensor,
                  config: DistillConfig, seed: int, state_path: Path, weight_decay: float = 0.0,
-                 inner_momentum: float = 0.0, device: torch.device | str = "cpu", progress: bool = True):
+                 inner_momentum: float = 0.0, device: torch.device | str = "cpu", progress: bool = True,
+                 learnables: Mapping[str, Learnable] | None = None, loss: BatchLoss | None = None):
         last_start = config.start_epoch_choices - 1
         if last_start + config.expert_epochs >= min(len(t) for t in trajectories):
             raise VLBenchError(f"start epochs up to {last_start} + expert_epochs {config.expert_epochs} need "
@@ -127,10 +147,16 @@ class Distiller:
         # The inner lrs as optimised: their logs (lr_space "log") or the lrs themselves ("linear").
         self.lr_param = torch.full((len(SIDES),), self._to_param(config.lr_init), device=self.device,
                                    requires_grad=config.learn_lrs)
+        self.learnables, self.loss = dict(learnables or {}), loss
+        for name, learnable in self.learnables.items():
+            t = learnable.tensor
+            if not (t.is_leaf and t.requires_grad and t.device == self.images.device):
+                raise VLBenchError(f"learnable {name!r} must be a leaf tensor that requires grad, on {self.images.device}")
         self.optimizer = torch.optim.SGD([
             {"params": [self.images], "lr": config.lr_img},
             {"params": [self.text], "lr": config.lr_txt},
             *([{"params": [self.lr_param], "lr": config.lr_lr}] if config.learn_lrs else []),
+            *({"params": [x.tensor], "lr": x.lr} for x in self.learnables.values()),
         ], momentum=config.momentum)
         self.iteration = 0
         self.history: list[dict[str, float]] = []  # per iteration: loss per side
@@ -156,12 +182,18 @@ class Distiller:
     def state(self) -> dict:
         return {"iteration": self.iteration, "images": self.images.detach().clone(), "text": self.text.detach().clone(),
                 "lr_param": self.lr_param.detach().clone(), "optimizer": _clone(self.optimizer.state_dict()),
-                "history": list(self.history), "rollbacks": list(self.rollbacks)}
+                "history": list(self.history), "rollbacks": list(self.rollbacks),
+                "learnables": {name: x.tensor.detach().clone() for name, x in self.learnables.items()}}
 
     def load_state(self, state: dict) -> None:
+        if set(state["learnables"]) != set(self.learnables):
+            raise VLBenchError(f"checkpoint {self.state_path} holds learnables {sorted(state['learnables'])}, this run "
+                               f"has {sorted(self.learnables)}: another method's state")
         with torch.no_grad():
             for name in ("images", "text", "lr_param"):
                 getattr(self, name).copy_(state[name])
+            for name, x in self.learnables.items():
+                x.tensor.copy_(state["learnables"][name])
         self.optimizer.load_state_dict(_clone(state["optimizer"]))
         self.iteration, self.history, self.rollbacks = state["iteration"], list(state["history"]), list(state["rollbacks"])
 
@@ -196,10 +228,13 @@ class Distiller:
         target = self.student.params_of(trajectory[start_epoch + c.expert_epochs], self.device)
         lrs = dict(zip(SIDES, self.inner_lrs()))
         batch = min(c.batch_syn, len(self.images))
-        unroll = self.student.unroll if c.unroll == "full" else functools.partial(unroll_tesla, self.student)
+        if c.unroll == "full":
+            unroll = self.student.unroll
+        else:  # TESLA differentiates only what it is handed: the loss's own tensors are named
+            unroll = functools.partial(unroll_tesla, self.student, loss_inputs=[x.tensor for x in self.learnables.values()])
         final = unroll(start, self.images, self.text, lrs, c.syn_steps, batch, generator, self.weight_decay,
                        self.inner_momentum, independent_batches=c.inner_batches == "independent",
-                       log_logit_scale=c.inner_logit_scale == "log")
+                       log_logit_scale=c.inner_logit_scale == "log", loss=self.loss)
         return inner.matching_loss(final, start, target, self.student.sides)
 
     def step(self, bounds: Bounds) -> dict[str, float]:
@@ -210,11 +245,11 @@ class Distiller:
         loss = sum(losses.values())
         if torch.isfinite(loss):
             loss.backward()
-        params = (self.images, self.text, self.lr_param)
+        params = (self.images, self.text, self.lr_param, *(x.tensor for x in self.learnables.values()))
         if not torch.isfinite(loss) or not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             return self.roll_back(good, loss.item())
         if self.config.max_grad_norm is not None:
-            for p in params:  # per group: pixels, text and lrs have gradients of very different scale
+            for p in params:  # per group: pixels, text, lrs (and learnables) have gradients of very different scale
                 torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
         self.optimizer.step()
         self.project(bounds)
