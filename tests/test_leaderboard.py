@@ -192,3 +192,71 @@ def test_min_seeds_keeps_only_complete_rows():
     [rows] = tables(leaderboard_markdown(with_min_seeds(records, 3))).values()
     assert [r["Condenser"] for r in rows] == ["random 0.1.0"]
     assert len(with_min_seeds(records, 1)) == len(records)
+
+
+# ----------------------------------------------------------------------------- cross-architecture
+
+
+def on(backbone, evaluated=None, **kw):
+    """A record condensed on `backbone`, evaluated on `evaluated` (None: no eval_backbone block, as before)."""
+    r = record(**kw)
+    r["backbone"] = {"name": backbone, "id": backbone, "version": "0.1.0", "config": {}}
+    if evaluated is not None:
+        r["eval_backbone"] = {"name": evaluated, "id": evaluated, "version": "0.1.0", "config": {}}
+    return r
+
+
+def grid(condenser, budget, backbone, evaluated, means):
+    return [on(backbone, evaluated, condenser=condenser, budget=budget, mean=m, std=5.0, seed=k)
+            for k, m in enumerate(means)]
+
+
+VIT, CONV = "tinyvit-minilm", "convnet-minilm"
+CROSS = (grid("random", 100, VIT, None, [9.0, 10.0, 11.0]) + grid("random", 100, VIT, CONV, [5.0, 6.0, 7.0])
+         + grid("tm", 100, VIT, VIT, [40.0, 42.0, 44.0]) + grid("tm", 100, VIT, CONV, [8.0, 8.0, 8.0])
+         + grid("tm", 100, CONV, None, [30.0, 31.0, 32.0]) + grid("tm", 100, CONV, VIT, [12.0, 14.0, 16.0])
+         + grid("herding", 100, VIT, None, [11.0, 11.0, 11.0])  # never evaluated elsewhere: not in the cross table
+         + [on(VIT, condenser="full", budget=40000, mean=95.0), on(CONV, condenser="full", budget=40000, mean=90.0)])
+
+
+def test_per_backbone_tables_hold_only_same_architecture_results():
+    t = tables(leaderboard_markdown(CROSS))
+    vit = t["synthscenes (data 01234567) · backbone tinyvit-minilm · protocol v1-aaaaaa"]
+    conv = t["synthscenes (data 01234567) · backbone convnet-minilm · protocol v1-aaaaaa"]
+    # tm's eval_backbone block names its own backbone: a same-architecture row like the others
+    assert [(r["Condenser"], r["Mean"]) for r in vit] == [
+        ("tm 0.1.0", "**42.0 ± 2.0**"), ("herding 0.1.0", "11.0 ± 0.0"), ("random 0.1.0", "10.0 ± 1.0"),
+        ("full 0.1.0", "95.0 ± 1.0")]
+    assert [(r["Condenser"], r["Mean"]) for r in conv] == [("tm 0.1.0", "31.0 ± 1.0"), ("full 0.1.0", "90.0 ± 1.0")]
+
+
+def test_cross_architecture_table_rows_condensed_on_columns_evaluated_on():
+    md = leaderboard_markdown(CROSS)
+    rows = tables(md)["synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa"]
+    assert list(rows[0]) == ["Condenser", "Pairs", "Condensed on", "on convnet-minilm", "on tinyvit-minilm"]
+    assert [(r["Condenser"], r["Condensed on"], r["on convnet-minilm"], r["on tinyvit-minilm"]) for r in rows] == [
+        ("random 0.1.0", VIT, "6.0 ± 1.0", "*10.0 ± 1.0*"),  # italic: the same architecture, from its own table
+        ("tm 0.1.0", CONV, "*31.0 ± 1.0*", "14.0 ± 2.0"),
+        ("tm 0.1.0", VIT, "8.0 ± 0.0", "*42.0 ± 2.0*"),
+        ("full 0.1.0", "—", "90.0 ± 1.0", "95.0 ± 1.0"),  # every backbone trained on all pairs
+    ]
+    assert FOOTNOTES["cross"] in md
+
+
+def test_no_cross_architecture_table_without_a_record_evaluated_elsewhere():
+    same_only = [r for r in CROSS if "eval_backbone" not in r or r["eval_backbone"]["id"] == r["backbone"]["id"]]
+    assert "cross-architecture" not in leaderboard_markdown(same_only)
+    assert [t for t in tables(leaderboard_markdown(same_only))] == [t for t in tables(leaderboard_markdown(CROSS))
+                                                                  if "cross" not in t]
+
+
+def test_a_missing_cell_is_a_dash_and_seeds_are_counted_per_evaluation_backbone():
+    records = grid("random", 100, VIT, None, [9.0, 10.0, 11.0]) + grid("random", 100, VIT, CONV, [5.0, 6.0])
+    [rows] = [v for k, v in tables(leaderboard_markdown(records)).items() if "cross" in k]
+    assert rows[0]["on convnet-minilm"] == "5.5 ± 0.7"
+    kept = with_min_seeds(records, 3)  # the cross cell has two seeds: dropped, the same-architecture row stays
+    assert "cross-architecture" not in leaderboard_markdown(kept) and len(kept) == 3
+    records.append(on(CONV, VIT, condenser="random", budget=200, mean=3.0))
+    [rows] = [v for k, v in tables(leaderboard_markdown(records)).items() if "cross" in k]
+    assert [(r["Pairs"], r["Condensed on"], r["on convnet-minilm"], r["on tinyvit-minilm"]) for r in rows] == [
+        ("100", VIT, "5.5 ± 0.7", "*10.0 ± 1.0*"), ("200", CONV, "—", "3.0 ± 1.0")]

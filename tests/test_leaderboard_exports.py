@@ -176,3 +176,23 @@ def test_cli_formats_and_empty_store(tmp_path, capsys):
     assert main(["leaderboard", "--results", str(tmp_path), "--format", "csv"]) == 0
     assert (tmp_path / "LEADERBOARD.csv").read_text() == ""
     assert re.search(r"No records yet", render([], "md"))
+
+
+def test_cross_architecture_table_in_json_and_html():
+    from test_leaderboard import CONV, CROSS, VIT
+    from test_leaderboard import tables as markdown_tables
+
+    [cross] = json.loads(render(CROSS, "json"))["cross_architecture"]
+    assert cross["backbones"] == [CONV, VIT] and cross["protocol"] == "v1-aaaaaa"
+    tm_on_conv = next(r for r in cross["rows"] if r["condenser"] == "tm" and r["condensed_on"] == CONV)
+    assert tm_on_conv["cells"][VIT]["mean"] == 14.0 and tm_on_conv["cells"][VIT]["seeds"] == [0, 1, 2]
+    assert tm_on_conv["cells"][VIT]["std"] == pytest.approx(2.0) and tm_on_conv["cells"][VIT]["std_over"] == "seeds"
+
+    page = render(CROSS, "html")
+    section = Page(page).sections[-1]
+    assert section["h2"] == "synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa"
+    header, *rows = section["rows"]
+    assert header == ["Condenser", "Pairs", "Condensed on", f"on {CONV}", f"on {VIT}"]
+    [md_rows] = [v for k, v in markdown_tables(leaderboard_markdown(CROSS)).items() if "cross" in k]
+    assert rows == [[c.replace("*", "") for c in r.values()] for r in md_rows]  # the markdown table, cell for cell
+    assert "<em>31.0 ± 1.0</em>" in page and "<em>italic</em>" in page  # the same-architecture cells, and the note

@@ -6,6 +6,13 @@ and never appear on the test board). Within a table, one row per (condenser, its
 the newest record of each condensing seed counts. A row's mean and ± are over condensing seeds
 (each seed's value is the mean of its evaluation models); a single-seed row falls back to the
 spread over its evaluation models. Every format renders the same `Table`s, so they cannot disagree.
+
+Those tables hold results whose evaluation models are of the backbone the set was condensed on.
+A record with an `eval_backbone` block naming another backbone (a set condensed on one backbone,
+evaluated by fresh models of another) goes to the data set's cross-architecture table instead
+(`CrossTable`, one per data set, protocol and split): rows condenser @ budget @ condensed-on
+backbone, columns the evaluation backbones, each cell mean recall ± std over condensing seeds,
+the same-architecture cell (from the records of the per-backbone table) included for reference.
 """
 from __future__ import annotations
 
@@ -35,6 +42,9 @@ FOOTNOTES = {
              "seeds; (tie): within that margin of the best.",
     "cost": "Condense: wall time of the condenser plus every shared stage it used (reference model, expert buffer, "
             "forgetting history), counted whether it was built in that run or reused.",
+    "cross": "Rows: sets condensed on one backbone; columns: the backbone of the fresh models trained on them. Cells: "
+             "mean recall ± std over condensing seeds (a single seed: over its evaluation models); *italic*: the same "
+             "architecture (the row of that backbone's own table); the full-data row trains each backbone on all pairs.",
 }
 COLUMNS = ["Condenser", "Pairs", "Seeds", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean", "Gain",
            "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
@@ -60,6 +70,15 @@ class Table:
         return f"{self.dataset} (data {self.fingerprint[:8]}) · backbone {self.backbone} · protocol {self.protocol}{split}"
 
 
+def evaluated_on(record: dict[str, Any]) -> str:
+    """Id of the backbone whose fresh models were evaluated: the `eval_backbone` block's, else the condensing one's."""
+    return (record.get("eval_backbone") or record["backbone"])["id"]
+
+
+def same_architecture(record: dict[str, Any]) -> bool:
+    return evaluated_on(record) == record["backbone"]["id"]
+
+
 def split_of(record: dict[str, Any]) -> str:
     return record.get("split") or record.get("spec", {}).get("split") or "test"
 
@@ -80,16 +99,19 @@ def _keys(r: dict[str, Any]) -> tuple[tuple, tuple]:
 
 def with_min_seeds(records: list[dict[str, Any]], min_seeds: int) -> list[dict[str, Any]]:
     """The records of rows that have at least `min_seeds` condensing seeds (the committed board uses 3)."""
+    def key(r: dict[str, Any]) -> tuple:
+        return split_of(r), evaluated_on(r), *_keys(r)
+
     seeds: dict[tuple, set] = {}
     for r in records:
-        seeds.setdefault((split_of(r), *_keys(r)), set()).add(r.get("spec", {}).get("seed"))
-    return [r for r in records if len(seeds[(split_of(r), *_keys(r))]) >= min_seeds]
+        seeds.setdefault(key(r), set()).add(r.get("spec", {}).get("seed"))
+    return [r for r in records if len(seeds[key(r)]) >= min_seeds]
 
 
 def tables(records: list[dict[str, Any]], split: str = "test") -> list[Table]:
     groups: dict[tuple, dict[tuple, dict[Any, dict]]] = {}
     for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
-        if split_of(r) != split:
+        if split_of(r) != split or not same_architecture(r):
             continue
         table_key, row_key = _keys(r)
         groups.setdefault(table_key, {}).setdefault(row_key, {})[r.get("spec", {}).get("seed")] = r  # later = newer
@@ -103,6 +125,79 @@ def tables(records: list[dict[str, Any]], split: str = "test") -> list[Table]:
         _compare(built)
         out.append(Table(*key, split, sorted(built, key=lambda r: (r["reference"], r["budget"], -r["mean_mean"]))))
     return out
+
+
+@dataclass
+class CrossTable:
+    """One data set's sets evaluated across backbones (protocol and split fixed): rows condenser @ budget
+    @ condensed-on backbone (None for the full-data reference), `cells[evaluation backbone]`."""
+
+    dataset: str
+    fingerprint: str
+    protocol: str
+    split: str
+    backbones: list[str]  # the columns: evaluation backbone ids
+    rows: list[dict[str, Any]]  # condenser, version, config, config_hash, reference, budget, condensed_on, cells
+
+    @property
+    def heading(self) -> str:
+        split = "" if self.split == "test" else f" · {self.split} split"
+        return f"{self.dataset} (data {self.fingerprint[:8]}) · cross-architecture · protocol {self.protocol}{split}"
+
+
+def cross_tables(records: list[dict[str, Any]], split: str = "test") -> list[CrossTable]:
+    """A cross-architecture table per data set and protocol that has a record evaluated on another backbone
+    than its set was condensed on: the rows such records belong to, plus the full-data reference."""
+    groups: dict[tuple, dict[tuple, dict[str, dict[Any, dict]]]] = {}
+    for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
+        if split_of(r) != split:
+            continue
+        table_key = (r["dataset"]["name"], r["dataset"]["fingerprint"], r["protocol"]["id"])
+        reference = is_reference(r)  # nothing is condensed: one row, a cell per backbone trained on all pairs
+        row_key = (reference, r["budget"], r["condenser"]["name"], config_hash(r), "" if reference else r["backbone"]["id"])
+        runs = groups.setdefault(table_key, {}).setdefault(row_key, {}).setdefault(evaluated_on(r), {})
+        runs[r.get("spec", {}).get("seed")] = r  # later = newer
+    out = []
+    for (dataset, fingerprint, protocol), rows in sorted(groups.items()):
+        crossed = [key for key, cells in rows.items() if not key[0] and set(cells) != {key[4]}]
+        if not crossed:
+            continue
+        backbones = sorted({b for key in crossed for b in (key[4], *rows[key])})
+        built = []
+        for key in sorted(crossed) + sorted(k for k in rows if k[0]):
+            cells = {b: _cell(list(runs.values())) for b, runs in rows[key].items() if b in backbones}
+            if cells:
+                built.append(_cross_row(key, cells, rows[key]))
+        out.append(CrossTable(dataset, fingerprint, protocol, split, backbones, built))
+    return out
+
+
+def _cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    mean, std, over = _spread(runs)
+    return {"mean": mean["mean"], "std": std["mean"], "std_over": over,
+            "seeds": sorted(run.get("spec", {}).get("seed", 0) for run in runs), "run_ids": [run["run_id"] for run in runs]}
+
+
+def _cross_row(key: tuple, cells: dict[str, dict[str, Any]], runs: dict[str, dict[Any, dict]]) -> dict[str, Any]:
+    reference, budget, condenser, config, condensed_on = key
+    newest = max((r for by_seed in runs.values() for r in by_seed.values()), key=lambda r: (r["created"], r["run_id"]))
+    return {"condenser": condenser, "version": newest["condenser"]["version"], "config": newest["condenser"].get("config", {}),
+            "config_hash": config, "reference": reference, "budget": budget, "condensed_on": condensed_on or None,
+            "cells": cells}
+
+
+def cross_cells(table: CrossTable, row: dict[str, Any]) -> list[str]:
+    """A cross-architecture row formatted for people: condenser, pairs, condensed on, one cell per backbone."""
+    out = [_name({**row, "learned_lrs": False, "soft_targets": False}), str(row["budget"]), row["condensed_on"] or "—"]
+    for backbone in table.backbones:
+        cell = row["cells"].get(backbone)
+        text = "—" if cell is None else f"{cell['mean']:.1f} ± {cell['std']:.1f}"
+        out.append(f"*{text}*" if cell is not None and backbone == row["condensed_on"] else text)
+    return out
+
+
+def cross_columns(table: CrossTable) -> list[str]:
+    return ["Condenser", "Pairs", "Condensed on", *(f"on {b}" for b in table.backbones)]
 
 
 def _compare(rows: list[dict[str, Any]]) -> None:
@@ -221,6 +316,11 @@ def leaderboard_markdown(records: list[dict[str, Any]], split: str = "test") -> 
                         colalign=align)
         notes = [FOOTNOTES[n] for n in [*marked(table), "marks", "cost"]]
         parts.append(text + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip())
+    for cross in cross_tables(records, split):
+        parts.append(f"### {cross.heading}")
+        text = tabulate([cross_cells(cross, r) for r in cross.rows], headers=cross_columns(cross), tablefmt="github",
+                        disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 2))
+        parts.append(text + "\n\n" + FOOTNOTES["cross"])
     return "\n\n".join(parts) + "\n"
 
 
@@ -262,6 +362,9 @@ def leaderboard_json(records: list[dict[str, Any]], split: str = "test") -> str:
         "generated_by": "vlbench leaderboard",
         "tables": [{"dataset": t.dataset, "data_fingerprint": t.fingerprint, "backbone": t.backbone,
                     "protocol": t.protocol, "split": t.split, "rows": t.rows} for t in tables(records, split)],
+        "cross_architecture": [{"dataset": t.dataset, "data_fingerprint": t.fingerprint, "protocol": t.protocol,
+                                "split": t.split, "backbones": t.backbones, "rows": t.rows}
+                               for t in cross_tables(records, split)],
     }, indent=2) + "\n"
 
 

@@ -3,7 +3,8 @@
 Plots are inline SVG with real <text> labels, so the page is a single file that needs no server,
 and the condenser names in a plot are searchable (and testable). The table is the markdown one,
 cell for cell, rows in the same order (by budget, best first); the best mean at each budget (and
-the ones tied with it) is bold, as in markdown.
+the ones tied with it) is bold, as in markdown. A cross-architecture table (sets condensed on one
+backbone, evaluated on others) follows, as in markdown, with its same-architecture cells in italics.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any
 from tabulate import tabulate
 
 from vlbench.core import VLBenchError
-from vlbench.leaderboard import COLUMNS, FOOTNOTES, HEADER, Table, cells, marked, tables
+from vlbench.leaderboard import (
+    COLUMNS, FOOTNOTES, HEADER, CrossTable, Table, cells, cross_cells, cross_columns, cross_tables, marked, tables,
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 100em; padding: 0 1em; color: #222; }
@@ -26,10 +29,12 @@ th:first-child, td:first-child { text-align: left; }
 figure { margin: 0; } figure svg { max-width: 100%; height: auto; }
 """
 BOLD = re.compile(r"\*\*(.+?)\*\*")  # markdown's bold, which `cells` uses for the best mean
+ITALIC = re.compile(r"\*(.+?)\*")  # markdown's italics (after bold): the same-architecture cells
 
 
 def leaderboard_html(records: list[dict[str, Any]], split: str = "test") -> str:
     sections = [_section(t, i) for i, t in enumerate(tables(records, split))] or ["<p>No records yet.</p>"]
+    sections += [_cross_section(t, i) for i, t in enumerate(cross_tables(records, split))]
     note = html.escape(HEADER.strip("_")).replace("`vlbench leaderboard`", "<code>vlbench leaderboard</code>")
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>vlbench leaderboard</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>vlbench leaderboard</h1>\n<p><em>{note}</em></p>\n"
@@ -38,7 +43,7 @@ def leaderboard_html(records: list[dict[str, Any]], split: str = "test") -> str:
 
 def _html(text: Any) -> str:
     """A markdown cell or note as HTML: escaped, **bold** as <strong>."""
-    return BOLD.sub(r"<strong>\1</strong>", html.escape(str(text)))
+    return ITALIC.sub(r"<em>\1</em>", BOLD.sub(r"<strong>\1</strong>", html.escape(str(text))))
 
 
 def _section(table: Table, index: int) -> str:
@@ -47,6 +52,13 @@ def _section(table: Table, index: int) -> str:
     footnotes = "".join(f"<p>{_html(FOOTNOTES[n])}</p>" for n in [*marked(table), "marks", "cost"])
     return (f'<section id="table-{index}">\n<h2>{html.escape(table.heading)}</h2>\n'
             f'<figure>{plot_svg(table)}</figure>\n<div class="scroll">{body}</div>\n{footnotes}\n</section>')
+
+
+def _cross_section(table: CrossTable, index: int) -> str:
+    body = tabulate([[_html(c) for c in cross_cells(table, r)] for r in table.rows], headers=cross_columns(table),
+                    tablefmt="unsafehtml", disable_numparse=True)
+    return (f'<section id="cross-{index}">\n<h2>{html.escape(table.heading)}</h2>\n<div class="scroll">{body}</div>\n'
+            f"<p>{_html(FOOTNOTES['cross'])}</p>\n</section>")
 
 
 def plot_svg(table: Table) -> str:
