@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
     else:
         print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
-        record = run(spec, results)
+        record = run(spec, results, history_dirs=[DEFAULT_RESULTS, "results"])
         print(stage_summary(record))
     m = record["metrics"]
     print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}: "
@@ -112,16 +112,9 @@ def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
     budget, backbone and data set (cold caches take longer: the one-off work is in README.md)."""
     import statistics
 
-    from vlbench.results import ResultsStore
+    from vlbench.progress import history, same_shape
 
-    seen, times = set(), []
-    for directory in dict.fromkeys(results_dirs):
-        for r in ResultsStore(Path(directory)).records():
-            same = (r["condenser"]["name"], r["spec"].get("budget"), r["spec"].get("backbone"), r["spec"].get("dataset"),
-                    r["spec"].get("evals")) == (spec.condenser, spec.budget, spec.backbone, spec.dataset, spec.evals)
-            if same and r["run_id"] not in seen:
-                seen.add(r["run_id"])
-                times.append(sum(stage["wall_s"] for stage in r["stages"].values()))
+    times = [sum(stage["wall_s"] for stage in r["stages"].values()) for r in same_shape(history(results_dirs), spec)]
     if not times:
         return "expected time: unknown (no earlier record of this run; README.md lists the one-off costs)"
     return (f"expected time: about {statistics.median(times) / 60:.1f} min with warm caches "

@@ -28,6 +28,7 @@ from vlbench.provenance import package_versions, portable_path, source_commit, w
 from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
+from vlbench.progress import RunProgress, expected_stages, history, same_shape
 from vlbench.results import ResultsStore, new_run_id
 from vlbench.stages import Stage, StageInput, reference_key
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
@@ -102,7 +103,7 @@ class Run:
 
     def log(self, message: str) -> None:
         if self.progress:
-            print(message, file=sys.stderr)
+            tqdm.write(message, file=sys.stderr)  # above the progress lines, not through them
 
     def load_dataset(self) -> ImageTextDataset:
         root = Path(self.spec.data_root).expanduser() if self.spec.data_root else None
@@ -269,10 +270,26 @@ class Run:
         offset = self.spec.seed * self.spec.evals if self.condenser_cls.trains_on_full_data else 0
         return list(range(offset, offset + self.spec.evals))
 
-    def execute(self) -> dict[str, Any]:
-        with stage(self.stages, "prepare", self.device):
+    def execute(self, expected: dict[str, float] | None = None) -> dict[str, Any]:
+        """Run every stage under one progress line (`expected`: seconds per stage, for its ETA) and return the record."""
+        # On a terminal only: in a log file a line redrawn twice a second is thousands of lines.
+        self.view = RunProgress(f"{self.spec.condenser}@{self.spec.budget}", self.spec.evals, expected,
+                                enabled=self.progress and sys.stderr.isatty())
+        try:
+            return self._execute()
+        finally:
+            self.view.close()
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[dict[str, Any]]:
+        self.view.stage(name)
+        with stage(self.stages, name, self.device) as info:
+            yield info
+
+    def _execute(self) -> dict[str, Any]:
+        with self._stage("prepare"):
             dataset, train_pairs, eval_pairs = self.load_data()
-        with stage(self.stages, "condense", self.device) as info:
+        with self._stage("condense") as info:
             if self.condenser_cls.trains_on_full_data:
                 data, lrs = TrainData.from_pairs(train_pairs), None
                 n_bytes = train_pairs.images.nbytes + train_pairs.text_features.nbytes
@@ -294,8 +311,9 @@ class Run:
                                   "cost": condensed.meta.get("cost")}
         protocol = self.condenser.evaluation_protocol(len(data), self.spec.protocol)
         seeds, per_seed = self.eval_seeds(), []
-        with stage(self.stages, "evaluate", self.device):
+        with self._stage("evaluate"):
             for k, seed in enumerate(seeds):
+                self.view.eval_model(k, protocol.steps)
                 model = self.backbone.build(seed, self.device)
                 self._train(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol)
                 per_seed.append(evaluate(model, eval_pairs, self.device))
@@ -344,8 +362,11 @@ def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = 
     return found[-1] if found else None
 
 
-def run(spec: RunSpec, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None) -> dict[str, Any]:
-    """Execute a run and append its record to the results store; returns the record."""
-    record = Run(spec, plugins, progress).execute()
+def run(spec: RunSpec, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None,
+        history_dirs: Iterable[Path | str] = ()) -> dict[str, Any]:
+    """Execute a run and append its record to the results store; returns the record. Earlier records
+    in `results_dir` and `history_dirs` of the same run shape give the progress line its expected times."""
+    expected = expected_stages(same_shape(history([results_dir, *history_dirs]), spec)) if progress else None
+    record = Run(spec, plugins, progress).execute(expected)
     ResultsStore(Path(results_dir)).add(record)
     return record
