@@ -35,7 +35,9 @@ def soft_clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float, targ
     in the mean, as LoRS's CWCL loss does. At the identity this is `clip_loss`, bit for bit.
     """
     logits = image_emb @ text_emb.t() / temperature
-    weights = targets.clamp(min=0)
+    # Negatives read as 0; a target at exactly 0 keeps its gradient (clamp would zero it), so that learned
+    # targets starting there, as LoRS's S = I + L·0ᵀ does, can move at all. The forward is clamp's.
+    weights = torch.where(targets < 0, 0.0, targets)
     return (_soft_cross_entropy(logits, weights) + _soft_cross_entropy(logits.t(), weights.t())) / 2
 
 
