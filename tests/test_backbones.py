@@ -204,3 +204,82 @@ def test_spelling_out_a_default_option_keeps_the_default_id():
     assert TinyViTMiniLM(lora_rank=4).id == TinyViTMiniLM().id == "tinyvit-minilm"
     assert TinyViTMiniLM(lora_rank=8).id != "tinyvit-minilm"
     assert TinyViTMiniLM(lora_rank=8).full_finetuning().id == TinyViTMiniLM(lora_rank=0).id
+
+
+# ----------------------------------------------------------------------------- convnet-minilm
+
+
+CONVNET_SHA256 = "696290a14c20a147"  # plugins/weights/convnet-b51bc871e7.safetensors
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    from vlbench_plugins.convnet_minilm import ConvNetMiniLM
+
+    return ConvNetMiniLM()  # the shipped pretrained checkpoint
+
+
+def test_convnet_is_mtts_convnet():
+    """mtt-distillation networks.py ConvNet, default setting: width 128, depth 3, relu, instancenorm, avgpooling."""
+    from vlbench_plugins.convnet_minilm import ConvNetMiniLM
+
+    backbone = ConvNetMiniLM(pretrained=None, lora_rank=0)
+    encoder = backbone.build(0).image_encoder.convnet
+    assert len(encoder.blocks) == 3
+    for k, block in enumerate(encoder.blocks):
+        conv, norm, pool = block.conv, block.norm, block.pool
+        assert (conv.in_channels, conv.out_channels) == (3 if k == 0 else 128, 128)
+        assert conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.bias is not None
+        assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels == 128 and norm.affine
+        assert isinstance(pool, torch.nn.AvgPool2d) and pool.kernel_size == pool.stride == 2
+    x = torch.randn(2, 3, 32, 32)
+    assert encoder(x).shape == (2, 128, 4, 4)
+    assert backbone.image_size == 32 and backbone.build(0).image_head.proj.in_features == 2048  # MTT's flattened embedding
+    d4 = ConvNetMiniLM(pretrained=None, depth=4, image_size=64)  # MTT's ConvNetD4
+    assert d4.build(0).image_head.proj.in_features == 128 * 4 * 4
+    with pytest.raises(VLBenchError, match="too small for depth"):
+        ConvNetMiniLM(image_size=4, depth=3)
+
+
+def test_convnet_trains_lora_on_every_convolution_and_shares_the_text_side(convnet):
+    from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+
+    model = convnet.build(0)
+    image = model.trainable_by_side()["image"]
+    lora = {n for n in image if "lora_" in n}
+    assert lora == {f"image_encoder.convnet.blocks.{k}.conv.lora_{ab}.default.weight" for k in range(3) for ab in "AB"}
+    assert set(image) - lora == {n for n, _ in model.image_head.named_parameters(prefix="image_head")}
+    full = convnet.full_finetuning().build(0)  # what `tm` matches: every weight
+    assert {f"image_encoder.convnet.blocks.{k}.{m}.{w}" for k in range(3) for m in ("conv", "norm")
+            for w in ("weight", "bias")} <= set(full.trainable_by_side()["image"])
+    vit = TinyViTMiniLM()
+    assert convnet.text_encoder.id == vit.text_encoder.id and convnet.text_encoder.dim == vit.text_encoder.dim
+    assert type(model.text_head) is type(vit.build(0).text_head)
+    assert convnet.normalization != vit.normalization  # its own: the pretrain split's channel statistics
+
+
+def test_convnet_id_is_stable_and_its_weights_ship(convnet, tmp_path, monkeypatch):
+    import hashlib
+
+    from vlbench_plugins.convnet_minilm import ConvNetMiniLM
+    from vlbench_plugins.tinyvit_minilm import SHIPPED_WEIGHTS
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    assert convnet.id == ConvNetMiniLM(lora_rank=4, width=128).id == "convnet-minilm"
+    assert ConvNetMiniLM(width=64).id != "convnet-minilm"
+    assert convnet.full_finetuning().id == ConvNetMiniLM(lora_rank=0).id
+    path = convnet.checkpoint_path()
+    assert path.parent == SHIPPED_WEIGHTS and path.name.startswith("convnet-")
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(CONVNET_SHA256)
+    assert set(convnet.weight_files()) == {"image_encoder", "text_encoder/model.safetensors"}
+    assert ConvNetMiniLM(width=64).checkpoint_path().parent == tmp_path / "pretrained"  # pretrained on first use
+
+
+def test_convnet_trains_a_few_steps_to_finite_recall(convnet):
+    pairs = toy_pairs(convnet)
+    model = convnet.build(0)
+    before = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
+    train(model, TrainData.from_pairs(pairs), TrainProtocol(steps=3, batch_size=8, lr=0.1), seed=0)
+    assert all(not torch.equal(before[n], p) for n, p in model.trainable_parameters().items() if "lora_A" not in n)
+    metrics = evaluate(model, pairs)
+    assert all(0 <= v <= 100 for v in metrics.values()) and metrics["mean"] > 0
