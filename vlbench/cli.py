@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from vlbench.core import SPLITS, RunSpec, VLBenchError, resolve_spec
+from vlbench.core import SPLITS, RunSpec, VLBenchError, resolve_spec, with_eval_backbones
 from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
@@ -21,7 +21,7 @@ from vlbench.sweep_cli import add_sweep_commands
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
 DEFAULT_RESULTS = "runs"
 RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device")
-CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results"})
+CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results", "eval_backbones"})
 
 
 def load_config(path: str | None) -> dict[str, Any]:
@@ -61,14 +61,17 @@ def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> 
     return out
 
 
-def spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, str]:
-    """Merge defaults, the YAML config and the flags (flags win) into a checked RunSpec, before any work."""
-    config = load_config(args.config)
+def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
+    """Merge defaults, the YAML config and the flags (flags win) into checked RunSpecs, before any work:
+    one per evaluation backbone (`--eval-backbone a,b`, `eval_backbones: [a, b]`), else one."""
+    config = with_eval_backbones(load_config(args.config))
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
-    spec = resolve_spec(config, {flag: getattr(args, flag) for flag in RUN_FLAGS})
+    names = args.eval_backbone.split(",") if args.eval_backbone else config.pop("eval_backbone", None)
+    flags = {flag: getattr(args, flag) for flag in RUN_FLAGS}
+    specs = [resolve_spec({**config, "eval_backbone": name}, flags) for name in (names if isinstance(names, list) else [names])]
     if args.option or args.backbone_opt:
-        spec = _with_assignments(spec, args.option, args.backbone_opt)
-    return spec, results
+        specs = [_with_assignments(spec, args.option, args.backbone_opt) for spec in specs]
+    return specs, results
 
 
 def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[str]) -> RunSpec:
@@ -85,15 +88,27 @@ def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec, results = spec_from_args(args)
+    specs, results = specs_from_args(args)
     reg = registry()
-    for kind, name in (("condenser", spec.condenser), ("backbone", spec.backbone), ("dataset", spec.dataset)):
-        reg.origin(kind, name)  # an unknown name fails here, before torch is imported
+    for spec in specs:
+        for kind, name in (("condenser", spec.condenser), ("backbone", spec.backbone), ("dataset", spec.dataset),
+                           ("backbone", spec.eval_backbone or spec.backbone)):
+            reg.origin(kind, name)  # an unknown name fails here, before torch is imported
+    from vlbench.runner import Run
+
+    if not reg.get("condenser", specs[0].condenser).trains_on_full_data and specs[0].budget <= 0:
+        raise VLBenchError(f"budget must be a positive number of pairs, got {specs[0].budget}")
+    for spec in specs[1:]:  # every evaluation backbone is checked (text encoder, full) before the first run starts
+        Run(spec, progress=False)
+    for spec in specs:  # one condensed set (cached) for all
+        run_one(spec, results, args.force)
+    return 0
+
+
+def run_one(spec: RunSpec, results: str, force: bool) -> None:
     from vlbench.runner import recorded, run
 
-    if not reg.get("condenser", spec.condenser).trains_on_full_data and spec.budget <= 0:
-        raise VLBenchError(f"budget must be a positive number of pairs, got {spec.budget}")
-    record = None if args.force else recorded(spec, results)
+    record = None if force else recorded(spec, results)
     if record is not None:
         print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
     else:
@@ -101,10 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = run(spec, results, history_dirs=[DEFAULT_RESULTS, "results"])
         print(stage_summary(record))
     m = record["metrics"]
-    print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}: "
+    evaluated = f", evaluated on {spec.eval_backbone}" if spec.eval_backbone else ""
+    print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}{evaluated}: "
           f"mean recall on {spec.split} {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
           f"(record: {results}/records/{record['run_id']}.json)")
-    return 0
 
 
 def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
@@ -169,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="data set name (default: synthscenes, the embedded one)")
     run.add_argument("--data-root", help="directory holding the data set's images and annotations")
     run.add_argument("--backbone", help="backbone name (default: tinyvit-minilm)")
+    run.add_argument("--eval-backbone", metavar="NAME[,NAME...]",
+                     help="evaluate the set with fresh models of these backbones (same text encoder), one record each; "
+                          "the set is condensed once, with --backbone")
     run.add_argument("--evals", type=int, help="number of fresh evaluation models (seeds 0..K-1)")
     run.add_argument("--seed", type=int, help="condensing seed")
     add_strict_flag(run)

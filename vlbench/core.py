@@ -93,11 +93,22 @@ class RunSpec:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     protocol: TrainProtocol = field(default_factory=TrainProtocol)
     device: str = "auto"
+    #: The backbone whose fresh models are trained on the set and evaluated (None: `backbone`, which
+    #: condensed it), built with `eval_backbone_options` (empty: its defaults; for the condensing
+    #: backbone's own name, `backbone_options`). It must share the condensing backbone's text encoder.
+    #: The set is condensed once, whatever evaluates it.
+    eval_backbone: str | None = None
+    eval_backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_types(self, {"condenser": str, "budget": int, "dataset": str, "backbone": str, "data_root": (str, type(None)),
                             "evals": int, "seed": int, "split": str, "condenser_options": dict, "backbone_options": dict,
-                            "dataset_options": dict, "protocol": TrainProtocol, "device": str}, "run")
+                            "dataset_options": dict, "protocol": TrainProtocol, "device": str,
+                            "eval_backbone": (str, type(None)), "eval_backbone_options": dict}, "run")
+        if self.eval_backbone == self.backbone and self.eval_backbone_options in ({}, self.backbone_options):
+            object.__setattr__(self, "eval_backbone", None)  # evaluated on what condensed it: the plain run
+        if self.eval_backbone is None:  # one config serves runs with and without --eval-backbone
+            object.__setattr__(self, "eval_backbone_options", {})
         if self.evals < 1:
             raise VLBenchError(f"evals must be at least 1 (the number of evaluation models), got {self.evals}")
         if self.seed < 0:
@@ -106,7 +117,13 @@ class RunSpec:
             raise VLBenchError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The spec as records and run keys hold it: the evaluation backbone only when one is given,
+        so that the keys of runs recorded before it existed stay what they were."""
+        d = dataclasses.asdict(self)
+        for name in ("eval_backbone", "eval_backbone_options"):
+            if not d[name]:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -120,6 +137,18 @@ class RunSpec:
         elif d.get("protocol") is None:
             d.pop("protocol", None)
         return cls(**d)
+
+
+def with_eval_backbones(config: dict[str, Any]) -> dict[str, Any]:
+    """`eval_backbones: [a, b]` (YAML, sweep grids) is the list form of `eval_backbone`: one run per name,
+    each with its own record, of one condensed set."""
+    config = dict(config)
+    if "eval_backbones" in config:
+        if "eval_backbone" in config:
+            raise VLBenchError("give eval_backbone or eval_backbones, not both")
+        names = config.pop("eval_backbones")
+        config["eval_backbone"] = names if isinstance(names, list) else [names]
+    return config
 
 
 def resolve_spec(config: dict[str, Any], flags: dict[str, Any] | None = None) -> RunSpec:

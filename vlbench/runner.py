@@ -91,6 +91,7 @@ class Run:
             raise PluginError(f"condenser {spec.condenser!r} ({self._distribution()}) {e}") from e
         self.shared: dict[str, Stage] = self._shared_stages()
         self.backbone: Backbone = self.plugins.get("backbone", spec.backbone)(**spec.backbone_options)
+        self.eval_backbone: Backbone = self._eval_backbone()
         self.source = self.plugins.get("dataset", spec.dataset)(**spec.dataset_options)
         self.augment = train_augment(self.source.flip_safe) if spec.protocol.augment else None
         self.stages: dict[str, dict[str, Any]] = {}
@@ -111,11 +112,28 @@ class Run:
             raise VLBenchError(f"data root {root} does not exist; pass the directory that holds the {self.spec.dataset} files")
         return self.source.load(root)
 
+    def _eval_backbone(self) -> Backbone:
+        """What evaluation models are built from: the condensing backbone, or the spec's eval_backbone."""
+        spec = self.spec
+        if spec.eval_backbone is None:
+            return self.backbone
+        if self.condenser_cls.trains_on_full_data:
+            raise VLBenchError(f"{spec.condenser!r} condenses nothing (it trains on every training pair): "
+                               f"run it with --backbone {spec.eval_backbone} instead of --eval-backbone")
+        other = self.plugins.get("backbone", spec.eval_backbone)(**spec.eval_backbone_options)
+        if other.text_encoder.id != self.backbone.text_encoder.id:  # the set's text features are that encoder's
+            raise VLBenchError(f"evaluation backbone {other.id} encodes captions with {other.text_encoder.id}, but "
+                               f"{self.backbone.id} condenses with {self.backbone.text_encoder.id}: a condensed set "
+                               "can only be evaluated by a backbone with the same text encoder")
+        return other
+
     def load_pairs(self, dataset: ImageTextDataset) -> tuple[Pairs, Pairs]:
-        """Train pairs and the pairs of the evaluation split; prepares the backbone and caches text features."""
-        self.backbone.prepare(progress=self.progress)
+        """Train pairs and the pairs of the evaluation split (as the evaluation backbone takes them); prepares
+        the backbones and caches text features."""
+        for backbone in dict.fromkeys([self.backbone, self.eval_backbone]):
+            backbone.prepare(progress=self.progress)
         return (load_pairs(dataset, "train", self.backbone, self.progress),
-                load_pairs(dataset, self.spec.split, self.backbone, self.progress))
+                load_pairs(dataset, self.spec.split, self.eval_backbone, self.progress))
 
     def check_budget(self, dataset: ImageTextDataset) -> None:
         train_size = dataset.split("train").num_pairs
@@ -300,7 +318,7 @@ class Run:
             else:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
                 # As the evaluation backbone takes them; a set cached before canonical pixels is in the condensing one's space.
-                pixels = condensed.to_canonical(self.backbone.normalization).pixels_for(self.backbone)
+                pixels = condensed.to_canonical(self.backbone.normalization).pixels_for(self.eval_backbone)
                 data = TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets())
                 lrs = condensed.learned_lrs
                 cost = condensed.meta.get("cost") or {}
@@ -314,7 +332,7 @@ class Run:
         with self._stage("evaluate"):
             for k, seed in enumerate(seeds):
                 self.view.eval_model(k, protocol.steps)
-                model = self.backbone.build(seed, self.device)
+                model = self.eval_backbone.build(seed, self.device)
                 self._train(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol)
                 per_seed.append(evaluate(model, eval_pairs, self.device))
                 self.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {self.spec.split} {per_seed[-1]['mean']:.1f}")
@@ -335,8 +353,9 @@ class Run:
             "condenser": {**self.plugins.provenance("condenser", spec.condenser), "config": self.condenser.config_dict(),
                           "config_hash": stable_hash(self.condenser.config_dict(), 6),
                           "reference": self.condenser_cls.trains_on_full_data},
-            "backbone": {**self.plugins.provenance("backbone", spec.backbone), "id": self.backbone.id,
-                         "config": self.backbone.config, "weights_sha256": weight_hashes(self.backbone.weight_files())},
+            "backbone": self._backbone_block(spec.backbone, self.backbone),
+            # only when another backbone evaluated: records from before keep their shape
+            **({"eval_backbone": self._backbone_block(spec.eval_backbone, self.eval_backbone)} if spec.eval_backbone else {}),
             "dataset": {**self.plugins.provenance("dataset", spec.dataset), "fingerprint": dataset.fingerprint},
             # the table's protocol; `evaluation`: how these models trained, where the condenser differs (full)
             "protocol": {"id": spec.protocol.id, **spec_dict["protocol"],
@@ -353,6 +372,10 @@ class Run:
             "vlbench_version": vlbench.__version__,
             "source": self.commit,
         }
+
+    def _backbone_block(self, name: str, backbone: Backbone) -> dict[str, Any]:
+        return {**self.plugins.provenance("backbone", name), "id": backbone.id, "config": backbone.config,
+                "weights_sha256": weight_hashes(backbone.weight_files())}
 
 
 def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = None) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import yaml
 
-from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash
+from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash, with_eval_backbones
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
@@ -88,7 +88,7 @@ def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
     """
     specs = []
     for g in grid:
-        axes = {k: v if isinstance(v, list) else [v] for k, v in {"budget": 0, **g}.items()}
+        axes = {k: v if isinstance(v, list) else [v] for k, v in {"budget": 0, **with_eval_backbones(g)}.items()}
         for values in itertools.product(*axes.values()):
             try:
                 specs.append(RunSpec.from_dict(dict(zip(axes, values))))
@@ -135,7 +135,7 @@ class Plan:
 
 
 def _label(spec: RunSpec, fields: list[str]) -> str:
-    values = spec.to_dict()
+    values = dataclasses.asdict(spec)  # every field (to_dict leaves out an unset evaluation backbone)
     return " ".join(f"{f}={json.dumps(values[f], sort_keys=True) if isinstance(values[f], dict) else values[f]}"
                     for f in fields)
 
@@ -146,7 +146,7 @@ def make_plan(sweep: Sweep) -> Plan:
     specs = expand(sweep.grid)
     results = str(Path(sweep.results).expanduser().resolve())  # jobs may start in another directory
     recorded = {r["run_key"]: r["run_id"] for r in ResultsStore(results).records()}
-    dicts = [s.to_dict() for s in specs]
+    dicts = [dataclasses.asdict(s) for s in specs]
     varying = [f for f in dicts[0] if any(d[f] != dicts[0][f] for d in dicts)] or ["condenser", "budget"]
     datasets: dict[tuple, Any] = {}  # each data set is read once
     runs: dict[str, Task] = {}
@@ -167,8 +167,9 @@ def make_plan(sweep: Sweep) -> Plan:
             continue
         needs = []
         if key not in recorded:
-            data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id])
-            data = Task("data", data_key, spec, results, f"{dataset.name} · {run.backbone.id}")
+            evaluated_on = [run.eval_backbone.id] if run.eval_backbone is not run.backbone else []
+            data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id, *evaluated_on])
+            data = Task("data", data_key, spec, results, " · ".join([dataset.name, run.backbone.id, *evaluated_on]))
             shared = [data] + [
                 Task("stage", f"{stage}-{stage_key}", spec, results,
                      f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}",
