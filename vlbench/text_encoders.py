@@ -3,10 +3,21 @@
 Their outputs are computed once per data set and cached (`vlbench.pairs.text_features`) under
 the encoder's `id`, so the id changes whenever the weights may have: local checkpoints count by
 their files' names, sizes and modification times.
+
+`encode_by_length` is the fast path of the transformer encoders (BERT, sentence-transformers):
+each distinct caption once, batches of captions with the same token count (no padding), several
+single-threaded batches at a time. It changes no number beyond float rounding
+(tests/test_text_encoding.py), so the encoders' ids, and the features cached under them, stay.
 """
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +42,67 @@ def weights_id(prefix: str, *sources: str | None) -> str:
             stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         parts.append([source, stamp])
     return f"{prefix}-{stable_hash(parts, 10)}"
+
+
+def encode_workers() -> int:
+    """How many batches are encoded at once: one per usable core, or VLBENCH_ENCODE_WORKERS."""
+    value = os.environ.get("VLBENCH_ENCODE_WORKERS")
+    if value is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise VLBenchError(f"VLBENCH_ENCODE_WORKERS must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def encode_by_length(captions: list[str], token_counts: Callable[[list[str]], list[int]],
+                     prepare: Callable[[list[str]], Any], forward: Callable[[Any], Tensor], dim: int,
+                     batch_size: int, progress: bool, desc: str, workers: int = 1) -> Tensor:
+    """(len(captions), dim) float32 CPU features: `forward(prepare(batch))` over batches of distinct captions.
+
+    A batch holds captions of one token count (`token_counts`), so nothing is padded: the
+    transformer's work is its real tokens, and no batch waits for its longest caption. Up to
+    `workers` batches run at once, each on one thread (torch's ops release the GIL); one-thread
+    batches cannot lose time to thread synchronisation on a busy machine, and the features do not
+    depend on the worker count. `prepare` (tokenisation) stays in the calling thread: fast
+    tokenizers are not safe to share between threads.
+    """
+    unique = list(dict.fromkeys(captions))
+    if not unique:  # tokenizers refuse an empty list
+        return torch.empty(0, dim)
+    counts = token_counts(unique)
+    order = sorted(range(len(unique)), key=counts.__getitem__)
+    batches = []
+    for _, same_count in groupby(order, key=counts.__getitem__):
+        group = list(same_count)
+        batches += [group[start:start + batch_size] for start in range(0, len(group), batch_size)]
+    out = torch.empty(len(unique), dim)
+
+    def encode(inputs) -> Tensor:
+        with torch.inference_mode():
+            return forward(inputs).float().cpu()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # global: the workers' ops run inline, each in its own thread
+    try:
+        with ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=len(unique), desc=desc, unit="caption", disable=not progress or len(batches) < 2) as bar:
+            pending: deque = deque()
+
+            def collect():
+                index, future = pending.popleft()
+                out[index] = future.result()
+                bar.update(len(index))
+
+            for index in batches:  # at most 2 batches per worker prepared ahead: bounded memory
+                pending.append((index, pool.submit(encode, prepare([unique[i] for i in index]))))
+                if len(pending) > 2 * workers:
+                    collect()
+            while pending:
+                collect()
+    finally:
+        torch.set_num_threads(threads)
+    position = {caption: i for i, caption in enumerate(unique)}
+    return out[[position[caption] for caption in captions]]
 
 
 def _batches(captions: list[str], batch_size: int, progress: bool, desc: str):
@@ -73,14 +145,14 @@ class BertCLSEncoder(TextEncoder):
             self._loaded = self._from_pretrained(AutoTokenizer), model
         return self._loaded
 
-    @torch.no_grad()
     def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
         tokenizer, model = self._load()
-        out = []
-        for batch in _batches(captions, batch_size, progress, "BERT"):
-            tokens = tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(model.device)
-            out.append(model(**tokens).last_hidden_state[:, 0].float().cpu())
-        return torch.cat(out) if out else torch.empty(0, self.dim)
+        return encode_by_length(
+            captions, lambda texts: [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]],
+            lambda batch: tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(model.device),
+            lambda tokens: model(**tokens).last_hidden_state[:, 0], self.dim, batch_size, progress, "BERT",
+            workers=1 if model.device.type == "cuda" else encode_workers(),
+        )
 
 
 class OpenCLIPTextEncoder(TextEncoder):
