@@ -103,7 +103,10 @@ def test_learnables_are_checked(trajectories, tmp_path):  # noqa: F811
         make({"w": Learnable(torch.ones(6), 1.0)})
     with pytest.raises(VLBenchError, match="leaf tensor that requires grad"):
         make({"w": Learnable(torch.ones(6, requires_grad=True) * 2, 1.0)})
-    make({}).save()  # a plain tm checkpoint is not resumed as a method's with learnables
+    plain = make({})
+    older = {k: v for k, v in plain.state().items() if k != "learnables"}
+    plain.load_state(older)  # a checkpoint from before learnables existed still resumes
+    plain.save()  # a plain tm checkpoint is not resumed as a method's with learnables
     with pytest.raises(VLBenchError, match="another method's state"):
         make({"w": Learnable(torch.ones(6, requires_grad=True), 1.0)}).resume()
 

@@ -186,14 +186,15 @@ class Distiller:
                 "learnables": {name: x.tensor.detach().clone() for name, x in self.learnables.items()}}
 
     def load_state(self, state: dict) -> None:
-        if set(state["learnables"]) != set(self.learnables):
-            raise VLBenchError(f"checkpoint {self.state_path} holds learnables {sorted(state['learnables'])}, this run "
+        saved = state.get("learnables", {})  # checkpoints from before learnables existed hold none
+        if set(saved) != set(self.learnables):
+            raise VLBenchError(f"checkpoint {self.state_path} holds learnables {sorted(saved)}, this run "
                                f"has {sorted(self.learnables)}: another method's state")
         with torch.no_grad():
             for name in ("images", "text", "lr_param"):
                 getattr(self, name).copy_(state[name])
             for name, x in self.learnables.items():
-                x.tensor.copy_(state["learnables"][name])
+                x.tensor.copy_(saved[name])
         self.optimizer.load_state_dict(_clone(state["optimizer"]))
         self.iteration, self.history, self.rollbacks = state["iteration"], list(state["history"]), list(state["rollbacks"])
 
