@@ -48,3 +48,40 @@ def test_vlbench_run_on_convnet(tiny, condenser, budget):
     (record,) = [json.loads(p.read_text()) for p in (results / "records").glob("*.json")]
     assert record["backbone"]["id"] == "convnet-minilm"
     assert 0 <= record["metrics"]["mean"]["mean"] <= 100
+
+
+@pytest.mark.slow
+def test_a_set_condensed_on_one_backbone_is_evaluated_on_another(tiny):
+    """`vlbench run --condenser random --budget 50 --eval-backbone convnet-minilm`: condensed once on tinyvit-minilm,
+    evaluated by convnet-minilm models on its own pixels (resized to 32 px, its normalisation)."""
+    from vlbench.api import CondensedSet, RunSpec
+    from vlbench.data.synthscenes import SynthScenes
+    from vlbench.leaderboard import cross_tables, tables
+    from vlbench.pairs import load_pairs
+    from vlbench.show import condensed_dir
+    from vlbench.train import TrainData, evaluate, train
+
+    results = tiny / "cross"
+    config = tiny / "cross.yaml"
+    config.write_text(json.dumps({"protocol": {"steps": 5, "batch_size": 32}}))
+    base = ["run", "--condenser", "random", "--budget", "50", "--data-root", str(tiny / "data"), "--evals", "1",
+            "--results", str(results), "--config", str(config)]
+    assert main(base) == 0
+    assert main([*base, "--eval-backbone", "convnet-minilm"]) == 0
+    records = sorted((json.loads(p.read_text()) for p in (results / "records").glob("*.json")), key=lambda r: r["created"])
+    same, cross = records
+    assert "eval_backbone" not in same and cross["eval_backbone"]["id"] == "convnet-minilm"
+    assert cross["backbone"]["id"] == "tinyvit-minilm" and cross["condensed"]["key"] == same["condensed"]["key"]
+    assert cross["stages"]["condense"]["cached"]  # condensed once, whatever evaluates it
+    # The evaluation models trained on the set as convnet-minilm takes it: resized to 32 px, its normalisation.
+    convnet = ConvNetMiniLM()
+    condensed = CondensedSet.load(condensed_dir(cross))
+    dataset = SynthScenes().load(tiny / "data")
+    model = train(convnet.build(0), TrainData.from_condensed(condensed.pixels_for(convnet), condensed.text_features),
+                  RunSpec.from_dict(cross["spec"]).protocol, seed=0)
+    assert cross["metrics"]["per_seed"] == [evaluate(model, load_pairs(dataset, "test", convnet, progress=False))]
+    [table] = tables(records)
+    assert [r["run_ids"] for r in table.rows] == [[same["run_id"]]]  # the per-backbone table: same architecture only
+    [crossed] = cross_tables(records)
+    assert crossed.backbones == ["convnet-minilm", "tinyvit-minilm"]
+    assert crossed.rows[0]["cells"]["convnet-minilm"]["run_ids"] == [cross["run_id"]]
