@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from vlbench import costs
-from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, cache_dir, stable_hash
+from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, stable_hash
+from vlbench.artifacts import cached
 from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.stages import Stage, StageInput
-from vlbench.storage import atomic_save_tensors, file_lock
+from vlbench.storage import save_tensors
 
 #: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
 PROBE_VERSION = 1
@@ -44,20 +44,17 @@ class Forgetting(Condenser):
         """(epochs, pairs) probe outcomes of a model trained on all pairs from ctx.seed, cached."""
         from safetensors.torch import load_file
 
-        path = cache_dir() / "forgetting" / f"{ctx.dataset.name}-{ForgettingHistory().key(self, ctx)}.safetensors"
-        with file_lock(path.with_suffix(".lock")):  # concurrent jobs wait for one training run
-            if path.exists():
-                costs.reusing("forgetting_history", path)
-                return load_file(str(path))["correct"].bool()
+        def train() -> torch.Tensor:
             model = ctx.backbone.build(ctx.seed, ctx.device)
             steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
-            with costs.building("forgetting_history", path):
-                with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
-                    history = correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed,
-                                                  ctx.device, progress=bar.update)
-                atomic_save_tensors({"correct": history.to(torch.uint8)}, path)
-            return history
+            with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
+                return correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
+                                           progress=bar.update)
 
+        return cached("forgetting", f"{ctx.dataset.name}-{ForgettingHistory().key(self, ctx)}.safetensors", train,
+                      lambda path: load_file(str(path))["correct"].bool(),
+                      lambda history, path: save_tensors({"correct": history.to(torch.uint8)}, path),
+                      stage="forgetting_history")
 
 class ForgettingHistory(Stage):
     """The probe outcomes of one full-data training run, shared by forgetting runs at every budget."""

@@ -5,6 +5,7 @@ import pytest
 from tqdm import tqdm
 
 from vlbench.core import RunSpec
+from vlbench.results import RunRecord
 from vlbench.progress import RunProgress, StageTime, eta, expected_stages, format_eta, same_shape, units_left
 
 
@@ -42,8 +43,9 @@ def record(run_id, condenser="tm-lora", budget=100, condense=100.0):
 
 
 def test_expected_stage_times_are_medians_over_records_of_the_same_run_shape():
-    records = [record("a", condense=100), record("b", condense=300), record("b", condense=300), record("c", condense=120),
-               record("d", budget=200, condense=999), record("e", condenser="random", condense=1)]
+    records = [RunRecord(r) for r in (record("a", condense=100), record("b", condense=300), record("b", condense=300),
+                                      record("c", condense=120), record("d", budget=200, condense=999),
+                                      record("e", condenser="random", condense=1))]
     earlier = same_shape(records, RunSpec(condenser="tm-lora", budget=100))
     assert sorted(r["run_id"] for r in earlier) == ["a", "b", "c"]  # b once
     assert expected_stages(earlier) == {"prepare": 2.0, "condense": 120.0, "evaluate": 50.0}

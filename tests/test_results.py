@@ -119,3 +119,23 @@ def test_unreadable_files_skipped_with_warning(tmp_path, capsys):
 
 def test_empty_store(tmp_path):
     assert ResultsStore(tmp_path / "missing").records() == []
+
+
+def test_a_record_reads_back_typed_and_as_stored(tmp_path):
+    from vlbench.results import RunRecord, SharedCost
+
+    shared = [{"stage": "expert_buffer", "wall_s": 61.5, "built_now": False, "built_by": "0123", "artifact": "x"}]
+    record = make_record(condenser={"name": "tm-lora"}, budget=100,
+                         spec={"budget": 100, "backbone": "tinyvit-minilm", "dataset": "synthscenes", "evals": 5},
+                         metrics={"mean": {"mean": 42.25}, "std": {"mean": 2.5}},
+                         stages={"prepare": {"wall_s": 1.5}, "condense": {"wall_s": 90.0, "cached": True}},
+                         condensed={"path": "$VLBENCH_CACHE/condensed/x", "cost": {"own_s": 9.0, "shared": shared}})
+    ResultsStore(tmp_path).add(RunRecord(record))  # a RunRecord is written as the JSON it holds
+    (back,) = ResultsStore(tmp_path).records()
+    assert isinstance(back, RunRecord) and back == record and json.loads(json.dumps(dict(back))) == record
+    assert (back.run_id, back.run_key, back.condenser, back.budget) == (record["run_id"], record["run_key"], "tm-lora", 100)
+    assert back.shape == ("tm-lora", 100, "tinyvit-minilm", "synthscenes", 5)
+    assert back.mean_recall == (42.25, 2.5) and back.condensed_reused
+    assert back.stage_seconds == {"prepare": 1.5, "condense": 90.0}
+    assert back.shared_costs == [SharedCost("expert_buffer", 61.5, False, "0123")]
+    assert back.condensed_path == "$VLBENCH_CACHE/condensed/x"

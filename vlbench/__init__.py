@@ -16,7 +16,8 @@ _API = ("Condenser", "Backbone", "DatasetSource", "TextEncoder", "VLModel", "Pai
 __all__ = ["hookimpl", "__version__", *_CORE, *_API]
 #: Shared engines and helpers that plugins build on (method code shared by several condensers).
 PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
-                  "vlbench.text_encoders", "vlbench.storage", "vlbench.data", "vlbench.train", "vlbench.testing")
+                  "vlbench.text_encoders", "vlbench.storage", "vlbench.data", "vlbench.train", "vlbench.testing",
+                  "vlbench.stages", "vlbench.artifacts", "vlbench.costs")
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import KINDS, registry
+from vlbench.results import RunRecord
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
 
@@ -110,16 +111,16 @@ def run_one(spec: RunSpec, results: str, force: bool) -> None:
 
     record = None if force else recorded(spec, results)
     if record is not None:
-        print(f"already recorded in {results}/records/{record['run_id']}.json (pass --force to run it again)")
+        print(f"already recorded in {results}/records/{record.run_id}.json (pass --force to run it again)")
     else:
         print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
         record = run(spec, results, history_dirs=[DEFAULT_RESULTS, "results"])
         print(stage_summary(record))
-    m = record["metrics"]
+    mean, std = record.mean_recall
     evaluated = f", evaluated on {spec.eval_backbone}" if spec.eval_backbone else ""
-    print(f"{spec.condenser} @ {record['budget']} pairs on {spec.dataset}/{spec.backbone}{evaluated}: "
-          f"mean recall on {spec.split} {m['mean']['mean']:.2f} ± {m['std']['mean']:.2f} over {spec.evals} models "
-          f"(record: {results}/records/{record['run_id']}.json)")
+    print(f"{spec.condenser} @ {record.budget} pairs on {spec.dataset}/{spec.backbone}{evaluated}: "
+          f"mean recall on {spec.split} {mean:.2f} ± {std:.2f} over {spec.evals} models "
+          f"(record: {results}/records/{record.run_id}.json)")
 
 
 def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
@@ -129,22 +130,23 @@ def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
 
     from vlbench.progress import history, same_shape
 
-    times = [sum(stage["wall_s"] for stage in r["stages"].values()) for r in same_shape(history(results_dirs), spec)]
+    times = [sum(r.stage_seconds.values()) for r in same_shape(history(results_dirs), spec)]
     if not times:
         return "expected time: unknown (no earlier record of this run; README.md lists the one-off costs)"
     return (f"expected time: about {statistics.median(times) / 60:.1f} min with warm caches "
             f"(median of {len(times)} earlier record{'s' if len(times) > 1 else ''})")
 
 
-def stage_summary(record: dict[str, Any]) -> str:
+def stage_summary(record: RunRecord) -> str:
     """Where the time went: each stage, and each shared stage the condenser used (built now or reused)."""
-    lines = [f"  {name:<9} {info['wall_s']:8.1f} s" + (" (condensed set reused)" if info.get("cached") else "")
-             for name, info in record["stages"].items()]
-    for shared in (record["condensed"].get("cost") or {}).get("shared", []):
-        how = "built now" if shared["built_now"] else f"reused, built by run {shared['built_by'] or 'unknown'}"
-        wall = "?" if shared["wall_s"] is None else f"{shared['wall_s']:.1f}"
-        lines.append(f"    {shared['stage']}: {wall} s ({how})")
-    where = record["condensed"].get("path")
+    reused = " (condensed set reused)" if record.condensed_reused else ""
+    lines = [f"  {name:<9} {seconds:8.1f} s" + (reused if name == "condense" else "")
+             for name, seconds in record.stage_seconds.items()]
+    for shared in record.shared_costs:
+        how = "built now" if shared.built_now else f"reused, built by run {shared.built_by or 'unknown'}"
+        wall = "?" if shared.wall_s is None else f"{shared.wall_s:.1f}"
+        lines.append(f"    {shared.stage}: {wall} s ({how})")
+    where = record.condensed_path
     return "\n".join(["stages:", *lines] + ([f"condensed set: {where}"] if where else []))
 
 

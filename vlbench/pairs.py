@@ -6,7 +6,8 @@ import torch
 from vlbench.api import Backbone, ImageTextDataset, Pairs, cache_dir
 from vlbench.data.bank import image_bank
 from vlbench.data.images import load_images
-from vlbench.storage import atomic_save_tensors
+from vlbench.artifacts import cached
+from vlbench.storage import save_tensors
 
 
 def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> torch.Tensor:
@@ -14,15 +15,16 @@ def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, pro
     from safetensors.torch import load_file
 
     encoder = backbone.text_encoder
-    path = cache_dir() / "text" / f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}.safetensors"
-    if path.exists():
-        return load_file(str(path))["features"]
-    captions = dataset.split(split).pair_captions
-    if progress:
-        print(f"encoding {len(captions)} {split} captions with {encoder.id} (once; cached in {path.parent})")
-    features = encoder.encode(captions, progress=progress)
-    atomic_save_tensors({"features": features}, path)
-    return features
+    name = f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}.safetensors"
+
+    def encode() -> torch.Tensor:
+        captions = dataset.split(split).pair_captions
+        if progress:
+            print(f"encoding {len(captions)} {split} captions with {encoder.id} (once; cached in {cache_dir() / 'text'})")
+        return encoder.encode(captions, progress=progress)
+
+    return cached("text", name, encode, lambda path: load_file(str(path))["features"],
+                  lambda features, path: save_tensors({"features": features}, path))
 
 
 def load_pairs(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> Pairs:

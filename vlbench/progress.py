@@ -20,12 +20,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from tqdm import tqdm
 
 if TYPE_CHECKING:
     from vlbench.core import RunSpec
+    from vlbench.results import RunRecord
 
 STAGES = ("prepare", "condense", "evaluate")
 
@@ -64,24 +65,22 @@ def format_eta(seconds: float, complete: bool) -> str:
     return f"ETA {'' if complete else '≥'}{text}"
 
 
-def same_shape(records: Iterable[dict[str, Any]], spec: RunSpec) -> list[dict[str, Any]]:
+def same_shape(records: Iterable[RunRecord], spec: RunSpec) -> list[RunRecord]:
     """The records (each run once) of runs shaped like `spec`: condenser, budget, backbone, data set, evals."""
     want = (spec.condenser, spec.budget, spec.backbone, spec.dataset, spec.evals)
-    found = {r["run_id"]: r for r in records
-             if (r["condenser"]["name"], *(r["spec"].get(k) for k in ("budget", "backbone", "dataset", "evals"))) == want}
-    return list(found.values())
+    return list({r.run_id: r for r in records if r.shape == want}.values())
 
 
-def expected_stages(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+def expected_stages(records: Iterable[RunRecord]) -> dict[str, float]:
     """The median wall time of each stage over these records (warm caches: the one-off work is in README.md)."""
     walls: dict[str, list[float]] = {}
     for r in records:
-        for name, info in r["stages"].items():
-            walls.setdefault(name, []).append(info["wall_s"])
+        for name, seconds in r.stage_seconds.items():
+            walls.setdefault(name, []).append(seconds)
     return {name: statistics.median(w) for name, w in walls.items()}
 
 
-def history(results_dirs: Iterable[Path | str]) -> list[dict[str, Any]]:
+def history(results_dirs: Iterable[Path | str]) -> list[RunRecord]:
     """Every record of these results directories (each directory once), for `same_shape`."""
     from vlbench.results import ResultsStore
 

@@ -1,7 +1,9 @@
 """The results store: one JSON record per run under `<directory>/records/`, written atomically.
 
 One file per run means concurrent runs never write the same file, and the atomic write means a
-killed run leaves its record complete or absent, never half-written.
+killed run leaves its record complete or absent, never half-written. A record reads back as a
+`RunRecord`: the stored JSON as a read-only mapping (as the leaderboard reads it) with typed
+accessors for what the CLI, sweeps and progress estimates use.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 import secrets
 import sys
 from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,83 @@ def new_run_id(run_key: str) -> str:
     return f"{run_key[:8]}-{stamp}-{secrets.token_hex(4)}"
 
 
+@dataclass(frozen=True)
+class SharedCost:
+    """A shared stage a run used (built now, or reused and charged its recorded cost)."""
+
+    stage: str
+    wall_s: float | None  # None: built before costs were stamped
+    built_now: bool
+    built_by: str | None  # the run key it was built (or prepared) for
+
+
+class RunRecord(Mapping):
+    """One run's record: the JSON as stored (`record["metrics"]`, ...) and typed views of it."""
+
+    def __init__(self, data: dict[str, Any]):
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def run_id(self) -> str:
+        return self._data["run_id"]
+
+    @property
+    def run_key(self) -> str:
+        return self._data["run_key"]
+
+    @property
+    def condenser(self) -> str:
+        return self._data["condenser"]["name"]
+
+    @property
+    def budget(self) -> int:
+        return self._data["budget"]
+
+    @property
+    def shape(self) -> tuple:
+        """(condenser, budget, backbone, data set, evals): runs of one shape take about as long."""
+        spec = self._data["spec"]
+        return (self.condenser, *(spec.get(k) for k in ("budget", "backbone", "dataset", "evals")))
+
+    @property
+    def mean_recall(self) -> tuple[float, float]:
+        """Mean of the six recalls over the evaluation models, and its std."""
+        metrics = self._data["metrics"]
+        return metrics["mean"]["mean"], metrics["std"]["mean"]
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return {name: info["wall_s"] for name, info in self._data["stages"].items()}
+
+    @property
+    def condensed_reused(self) -> bool:
+        return bool(self._data["stages"].get("condense", {}).get("cached"))
+
+    @property
+    def shared_costs(self) -> list[SharedCost]:
+        used = (self._data["condensed"].get("cost") or {}).get("shared", [])
+        return [SharedCost(u["stage"], u["wall_s"], u["built_now"], u["built_by"]) for u in used]
+
+    @property
+    def condensed_path(self) -> str | None:
+        return self._data["condensed"].get("path")
+
+
 class ResultsStore:
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
         self.records_dir = self.directory / "records"
 
-    def add(self, record: dict[str, Any]) -> Path:
+    def add(self, record: Mapping[str, Any]) -> Path:
         """Write `record` to `records/<run_id>.json`; an existing record is never overwritten."""
         run_id = record["run_id"]
         if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
@@ -34,10 +109,10 @@ class ResultsStore:
         path = self.records_dir / f"{run_id}.json"
         if path.exists():
             raise FileExistsError(f"a record for run {run_id} already exists: {path}")
-        atomic_write_json(path, record)
+        atomic_write_json(path, dict(record))
         return path
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RunRecord]:
         """All readable records, oldest first; unreadable files are skipped with a warning."""
         out = []
         # Temp files of in-flight writes are named ".<name>.<random>.tmp", so "*.json" skips them.
@@ -49,9 +124,9 @@ class ResultsStore:
             except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 print(f"vlbench: skipping unreadable record {path}: {e}", file=sys.stderr)
                 continue
-            out.append(record)
-        return sorted(out, key=lambda r: (r["created"], r["run_id"]))
+            out.append(RunRecord(record))
+        return sorted(out, key=lambda r: (r["created"], r.run_id))
 
-    def find(self, run_key: str) -> list[dict[str, Any]]:
+    def find(self, run_key: str) -> list[RunRecord]:
         """Records of runs with this run key (the same spec), oldest first."""
-        return [r for r in self.records() if r.get("run_key") == run_key]
+        return [r for r in self.records() if r.get("run_key") == run_key]  # very old records may have none

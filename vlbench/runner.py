@@ -29,9 +29,10 @@ from vlbench.metrics import summarize
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.progress import RunProgress, expected_stages, history, same_shape
-from vlbench.results import ResultsStore, new_run_id
+from vlbench.results import ResultsStore, RunRecord, new_run_id
 from vlbench.stages import Stage, StageInput, reference_key
-from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
+from vlbench.artifacts import cached
+from vlbench.storage import atomic_write_json, save_tensors
 from vlbench.train import TrainData, evaluate, train
 
 
@@ -71,10 +72,6 @@ def _load_state(model: VLModel, path: Path) -> VLModel:
 
     model.load_state_dict(load_file(str(path)), strict=False)
     return model
-
-
-def _save_state(model: VLModel, path: Path) -> None:
-    atomic_save_tensors(model.trainable_parameters(), path)
 
 
 class Run:
@@ -199,17 +196,16 @@ class Run:
     def reference_model(self, dataset: ImageTextDataset, train_pairs: Pairs, seed: int) -> VLModel:
         """A model trained on all training pairs with the shared trainer; cached per seed."""
         key = reference_key(StageInput(dataset, self.backbone, seed, self.spec.protocol), seed)
-        path = cache_dir() / "reference" / f"{dataset.name}-{key}.safetensors"
-        model = self.backbone.build(seed, self.device)
-        with file_lock(path.with_suffix(".lock")):  # concurrent runs wait for one training run
-            if path.exists():
-                costs.reusing("reference_model", path)
-                return _load_state(model, path)
-            self.log(f"training a full-data reference model (seed {seed}; cached in {path.parent})")
-            with costs.building("reference_model", path):
-                self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
-                _save_state(model, path)
-        return model
+
+        def train_one() -> VLModel:
+            self.log(f"training a full-data reference model (seed {seed}; cached in {cache_dir() / 'reference'})")
+            model = self.backbone.build(seed, self.device)
+            self._train(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
+            return model
+
+        return cached("reference", f"{dataset.name}-{key}.safetensors", train_one,
+                      lambda path: _load_state(self.backbone.build(seed, self.device), path),
+                      lambda model, path: save_tensors(model.trainable_parameters(), path), stage="reference_model")
 
     def condense_key(self, dataset: ImageTextDataset) -> str:
         version = self.plugins.provenance("condenser", self.spec.condenser)["version"]
@@ -378,7 +374,7 @@ class Run:
                 "weights_sha256": weight_hashes(backbone.weight_files())}
 
 
-def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = None) -> dict[str, Any] | None:
+def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = None) -> RunRecord | None:
     """The newest record of this very run in `results_dir`, if it ran before."""
     run_ = Run(spec, plugins, progress=False)
     found = ResultsStore(Path(results_dir)).find(run_.run_key(run_.load_dataset()))
@@ -386,10 +382,10 @@ def recorded(spec: RunSpec, results_dir: Path | str, plugins: Registry | None = 
 
 
 def run(spec: RunSpec, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None,
-        history_dirs: Iterable[Path | str] = ()) -> dict[str, Any]:
+        history_dirs: Iterable[Path | str] = ()) -> RunRecord:
     """Execute a run and append its record to the results store; returns the record. Earlier records
     in `results_dir` and `history_dirs` of the same run shape give the progress line its expected times."""
     expected = expected_stages(same_shape(history([results_dir, *history_dirs]), spec)) if progress else None
-    record = Run(spec, plugins, progress).execute(expected)
+    record = RunRecord(Run(spec, plugins, progress).execute(expected))
     ResultsStore(Path(results_dir)).add(record)
     return record

@@ -43,12 +43,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_save_tensors(tensors: dict[str, Any], path: Path) -> None:
-    """safetensors file written atomically (tensors are made contiguous and moved to the CPU)."""
+def save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """A safetensors file (tensors are made contiguous and moved to the CPU); not atomic by itself."""
     from safetensors.torch import save_file
 
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def atomic_save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """safetensors file written atomically."""
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        save_tensors(tensors, tmp)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -145,7 +145,7 @@ def make_plan(sweep: Sweep) -> Plan:
 
     specs = expand(sweep.grid)
     results = str(Path(sweep.results).expanduser().resolve())  # jobs may start in another directory
-    recorded = {r["run_key"]: r["run_id"] for r in ResultsStore(results).records()}
+    recorded = {r.run_key: r.run_id for r in ResultsStore(results).records()}
     dicts = [dataclasses.asdict(s) for s in specs]
     varying = [f for f in dicts[0] if any(d[f] != dicts[0][f] for d in dicts)] or ["condenser", "budget"]
     datasets: dict[tuple, Any] = {}  # each data set is read once
@@ -218,8 +218,8 @@ def execute(task: Task, progress: bool = False) -> Outcome:
             if store.find(task.key):  # recorded by another sweep since we planned
                 return Outcome("ok", "already recorded")
             record = run(copy.deepcopy(task.spec), task.results, progress=progress)
-        m = record["metrics"]
-        return Outcome("ok", f"mean recall {m['mean']['mean']:.1f} ± {m['std']['mean']:.1f} (record {record['run_id']})")
+        mean, std = record.mean_recall
+        return Outcome("ok", f"mean recall {mean:.1f} ± {std:.1f} (record {record.run_id})")
     except Exception as e:
         traceback.print_exc()  # the whole story goes to the job's log; the sweep shows one line
         return Outcome("failed", str(e).splitlines()[0] if isinstance(e, VLBenchError) else f"{type(e).__name__}: {e}")
@@ -255,5 +255,5 @@ def run_plan(plan: Plan, executor: Executor, retries: int = 0, echo: Callable[[s
 
 def missing(plan: Plan) -> list[Task]:
     """The plan's runs that have no record (read afresh from the results store)."""
-    recorded = {r["run_key"] for r in ResultsStore(plan.runs[0].results).records()} if plan.runs else set()
+    recorded = {r.run_key for r in ResultsStore(plan.runs[0].results).records()} if plan.runs else set()
     return [t for t in plan.runs if t.key not in recorded]

@@ -9,14 +9,15 @@ the embedded data set's tensor would hold.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vlbench.api import ImageTextDataset, cache_dir
+from vlbench.api import ImageTextDataset
+from vlbench.artifacts import artifact_path, cached
 from vlbench.data.images import decode_images, normalize
-from vlbench.storage import atomic_path
 
 
 class ImageBank:
@@ -52,16 +53,18 @@ class ImageBank:
 def image_bank(dataset: ImageTextDataset, split: str, size: int, mean: Sequence[float], std: Sequence[float],
                progress: bool = True) -> ImageBank:
     """The split's images resized to size x size, decoded on first use and cached (a corrupt file names itself)."""
-    path = cache_dir() / "images" / f"{dataset.name}-{dataset.fingerprint}-{split}-{size}px.npy"
-    if not path.exists():
-        paths = dataset.split(split).image_paths
+    name = f"{dataset.name}-{dataset.fingerprint}-{split}-{size}px.npy"
+
+    def decode(paths: list, tmp: Path) -> None:
         if progress:
-            print(f"decoding {len(paths)} {split} images at {size} px (once; cached in {path.parent})")
-        with atomic_path(path) as tmp:
-            # Decode straight into the file: COCO's train split never has to fit in memory twice.
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-            decode_images(paths, size, out=out, progress=progress)
-            out.flush()
-            del out
+            print(f"decoding {len(paths)} {split} images at {size} px (once; cached in {tmp.parent})")
+        # Decode straight into the file: COCO's train split never has to fit in memory twice.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        decode_images(paths, size, out=out, progress=progress)
+        out.flush()
+        del out
+
+    # What is built is the file itself, so the bank is mapped from it whether it was built now or before.
+    cached("images", name, lambda: dataset.split(split).image_paths, lambda path: None, decode)
     # Copy-on-write mapping: pages load on demand and are shared between processes.
-    return ImageBank(torch.from_numpy(np.load(path, mmap_mode="c")), mean, std)
+    return ImageBank(torch.from_numpy(np.load(artifact_path("images", name), mmap_mode="c")), mean, std)
