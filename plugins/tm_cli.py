@@ -6,6 +6,7 @@ CLI builds its parser (and so calls this) on every start, `vlbench --help` inclu
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
@@ -25,14 +26,17 @@ def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_for(args: argparse.Namespace):
     """The run whose expert buffer to build: the config's options, the flags over them."""
+    import yaml
+
     from vlbench.cli import load_config
     from vlbench.core import VLBenchError, resolve_spec
     from vlbench.runner import Run
+    from vlbench.sweep import expand, load_sweep
 
-    config = load_config(args.config)
-    if isinstance(config.get("grid"), list):  # a sweep file: its first run
-        config = config["grid"][0]
-    config.pop("results", None)
+    sweep = args.config and "grid" in (yaml.safe_load(Path(args.config).read_text()) or {})
+    config = expand(load_sweep(args.config).grid)[0].to_dict() if sweep else load_config(args.config)  # its first run
+    for key in ("results", "eval_backbone", "eval_backbones", "eval_backbone_options"):  # the buffer is the condensing side's
+        config.pop(key, None)
     sizes = {k: v for k, v in (("num_experts", args.num), ("train_epochs", args.epochs)) if v is not None}
     config["condenser_options"] = {**config.get("condenser_options", {}), **sizes}
     flags = {"condenser": args.condenser, "dataset": args.dataset, "backbone": args.backbone,

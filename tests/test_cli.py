@@ -256,3 +256,15 @@ def test_experts_command_builds_the_buffer_and_refuses_other_condensers(env, cap
     assert main(["experts", "--condenser", "random", "--config", str(config)]) == 2
     assert capsys.readouterr().err == ("vlbench: error: condenser 'random' uses no expert trajectories "
                                        "(try tm or tm-lora)\n")
+
+
+def test_experts_command_takes_a_sweep_file_and_uses_its_first_run(env, tmp_path, capsys):
+    import yaml
+
+    base, config = env
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"grid": {**yaml.safe_load(config.read_text()), "condenser": "tm-lora",
+                                              "budget": [10, 20], "condenser_options": {"num_experts": 1, "train_epochs": 1}},
+                                     "results": str(tmp_path / "results")}))
+    assert main(["experts", "--config", str(sweep), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 experts x 1 epochs in ")
