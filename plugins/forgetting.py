@@ -4,14 +4,15 @@ The per-epoch outcomes are cached per (data set, backbone, protocol, seed, epoch
 budget reuses one training run: the shared stage `forgetting_history`, which a sweep builds once
 before the runs that need it.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, stable_hash
+from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, stable_hash
 from vlbench.artifacts import cached
-from vlbench.coreset import check_budget, correctness_history, forgetting_counts, most_forgotten, training_steps
+from vlbench.coreset import check_budget, check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.stages import Stage, StageInput
 from vlbench.storage import save_tensors
 
@@ -22,10 +23,15 @@ PROBE_VERSION = 1
 @dataclass
 class ForgettingConfig:
     epochs: int = 6  # epochs of full-data training; forgetting events happen between consecutive ones
+    # The full-data training lr: `full`'s, chosen on val (docs/protocol.md). None: the protocol's, whose
+    # 0.03 is chosen for small sets and diverged on all pairs for one of three seeds (docs/coresets.md).
+    lr: float | None = 0.01
 
     def __post_init__(self):
         if self.epochs < 2:
             raise VLBenchError(f"forgetting needs at least 2 epochs to see a pair forgotten, got epochs={self.epochs}")
+        if self.lr is not None and not self.lr > 0:
+            raise VLBenchError(f"forgetting: lr must be positive or null (the protocol's), got {self.lr}")
 
 
 class Forgetting(Condenser):
@@ -35,10 +41,15 @@ class Forgetting(Condenser):
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         check_budget(ctx.budget, len(ctx.train))  # before training for nothing
-        counts = forgetting_counts(self.history(ctx))
+        history = self.history(ctx)
+        check_learned(history, min(ctx.protocol.batch_size, len(ctx.train)))
+        counts = forgetting_counts(history)
         picked = most_forgotten(counts, ctx.budget, ctx.seed)
         return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name,
                                          forgetting_events=counts[picked].tolist())
+
+    def training_protocol(self, protocol: TrainProtocol) -> TrainProtocol:
+        return protocol if self.config.lr is None else dataclasses.replace(protocol, lr=self.config.lr)
 
     def history(self, ctx: CondenseContext) -> torch.Tensor:
         """(epochs, pairs) probe outcomes of a model trained on all pairs from ctx.seed, cached."""
@@ -46,9 +57,10 @@ class Forgetting(Condenser):
 
         def train() -> torch.Tensor:
             model = ctx.backbone.build(ctx.seed, ctx.device)
-            steps = training_steps(len(ctx.train), ctx.protocol, self.config.epochs)
+            protocol = self.training_protocol(ctx.protocol)
+            steps = training_steps(len(ctx.train), protocol, self.config.epochs)
             with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
-                return correctness_history(model, ctx.train, ctx.protocol, self.config.epochs, ctx.seed, ctx.device,
+                return correctness_history(model, ctx.train, protocol, self.config.epochs, ctx.seed, ctx.device,
                                            progress=bar.update)
 
         return cached("forgetting", f"{ctx.dataset.name}-{ForgettingHistory().key(self, ctx)}.safetensors", train,
@@ -63,7 +75,7 @@ class ForgettingHistory(Stage):
 
     def key(self, condenser: Forgetting, run: StageInput | CondenseContext) -> str:
         return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, run.seed, condenser.config.epochs,
-                            PROBE_VERSION])
+                            PROBE_VERSION, *([] if condenser.config.lr is None else [condenser.config.lr])])
 
     def build(self, condenser: Forgetting, ctx: CondenseContext) -> torch.Tensor:
         return condenser.history(ctx)

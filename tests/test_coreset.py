@@ -3,7 +3,7 @@ import torch
 
 from vlbench.api import Pairs, TrainProtocol, VLBenchError
 from vlbench.coreset import (
-    correctness_history, forgetting_counts, herding, kcenter_greedy, most_forgotten, pair_features, probe_correct,
+    check_learned, correctness_history, forgetting_counts, herding, kcenter_greedy, most_forgotten, pair_features, probe_correct,
 )
 from vlbench.modules import DualEncoder
 
@@ -176,3 +176,26 @@ def test_forgetting_needs_two_epochs():
 
     with pytest.raises(VLBenchError, match="at least 2 epochs"):
         registry().get("condenser", "forgetting")(epochs=1)
+
+
+def test_a_diverged_history_is_refused_not_ranked():
+    # One seed of the protocol-v2 board's full-data run at lr 0.03 ended like this: right about 1 pair in 128
+    # (chance with batches of 128), so its "forgetting events" were noise.
+    diverged = torch.zeros(6, 12800, dtype=torch.bool)
+    diverged[:, :100] = True
+    with pytest.raises(VLBenchError, match="diverged .* lower the condenser option `lr`"):
+        check_learned(diverged, batch_size=128)
+    learned = diverged.clone()
+    learned[3:, :1000] = True  # a model that rose well above chance
+    check_learned(learned, batch_size=128)
+
+
+def test_the_history_trains_at_its_own_lr_and_is_cached_by_it():
+    from vlbench.plugins import registry
+
+    forgetting = registry().get("condenser", "forgetting")
+    protocol = TrainProtocol(lr=0.03)
+    assert forgetting().training_protocol(protocol).lr == 0.01
+    assert forgetting(lr=None).training_protocol(protocol).lr == 0.03
+    with pytest.raises(VLBenchError, match="lr must be positive"):
+        forgetting(lr=0)

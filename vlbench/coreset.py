@@ -192,6 +192,14 @@ def forgetting_counts(correct: Tensor) -> Tensor:
     return (correct[:-1] & ~correct[1:]).sum(0)
 
 
+def check_learned(correct: Tensor, batch_size: int) -> None:
+    """Refuse a history whose model never rose above chance: its forgetting events would be noise."""
+    accuracy, chance = correct.float().mean().item(), 1 / batch_size
+    if accuracy < 2 * chance:
+        raise VLBenchError(f"forgetting: the full-data training run diverged (mean probe accuracy {accuracy:.3f}, "
+                           f"chance {chance:.3f}); lower the condenser option `lr`")
+
+
 def most_forgotten(counts: Tensor, budget: int, seed: int) -> Tensor:
     """The `budget` pairs with the most forgetting events, ties in a seeded random order."""
     check_budget(budget, len(counts))
