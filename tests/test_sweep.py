@@ -18,7 +18,7 @@ import yaml
 
 from vlbench.api import RunSpec, VLBenchError
 from vlbench.cli import main
-from vlbench.results import ResultsStore
+from vlbench.results import ResultsStore, RunRecord
 from vlbench.sweep import Outcome, Plan, Task, execute, expand, load_sweep, make_plan, run_plan
 from vlbench.sweep_executors import Executor, JobDied, ProcessPool, make_executor
 
@@ -273,7 +273,7 @@ def test_concurrent_sweeps_never_run_or_record_a_run_twice(tmp_path, monkeypatch
         record = {"run_id": f"k-{time.time_ns()}", "run_key": "k", "created": "2026-01-01T00:00:00Z",
                   "metrics": {"mean": {"mean": 1.0}, "std": {"mean": 0.0}}}
         ResultsStore(results_dir).add(record)
-        return record
+        return RunRecord(record)  # what runner.run returns
 
     monkeypatch.setattr(vlbench.runner, "run", slow_run)
     run = Task("run", "k", RunSpec("random", 1), str(tmp_path), "k")
