@@ -68,6 +68,7 @@ class Forgetting(Condenser):
                       lambda history, path: save_tensors({"correct": history.to(torch.uint8)}, path),
                       stage="forgetting_history")
 
+
 class ForgettingHistory(Stage):
     """The probe outcomes of one full-data training run, shared by forgetting runs at every budget."""
 
