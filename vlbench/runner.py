@@ -220,7 +220,8 @@ class Run:
         path = cache_dir() / "condensed" / f"{self.spec.condenser}-{self.spec.budget}-{key}"
         if (path / "manifest.json").exists():
             self.log(f"reusing condensed set {path}")
-            return CondensedSet.load(path), key, path, True
+            # a set cached before canonical pixels is in the condensing backbone's space: migrated here, once
+            return CondensedSet.load(path).to_canonical(self.backbone.normalization), key, path, True
         ctx = self.context(dataset, train_pairs)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         attempts = ctx.work_dir / "attempts.json"  # seconds spent by earlier, interrupted attempts
@@ -313,8 +314,7 @@ class Run:
                 info["cached"] = False
             else:
                 condensed, key, path, info["cached"] = self.condense(dataset, train_pairs)
-                # As the evaluation backbone takes them; a set cached before canonical pixels is in the condensing one's space.
-                pixels = condensed.to_canonical(self.backbone.normalization).pixels_for(self.eval_backbone)
+                pixels = condensed.pixels_for(self.eval_backbone)  # as the evaluation backbone takes them
                 data = TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets())
                 lrs = condensed.learned_lrs
                 cost = condensed.meta.get("cost") or {}
