@@ -41,18 +41,20 @@ def _run_for(args: argparse.Namespace):
     config["condenser_options"] = {**config.get("condenser_options", {}), **sizes}
     flags = {"condenser": args.condenser, "dataset": args.dataset, "backbone": args.backbone,
              "data_root": args.data_root, "device": args.device}
-    run = Run(resolve_spec({"condenser": "tm-lora", **config}, flags))
+    # the buffer does not depend on the budget: any valid one resolves the run when the config names none
+    run = Run(resolve_spec({"condenser": "tm-lora", "budget": 1, **config}, flags))
     if "expert_buffer" not in run.condenser_cls.requires:
         raise VLBenchError(f"condenser {run.spec.condenser!r} uses no expert trajectories (try tm or tm-lora)")
     return run
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
+    from vlbench.condensing import stage_context
     from vlbench.tm import ExpertBuffer, noise_floor
     from vlbench_plugins.tm_stages import ExpertBufferStage
 
     run = _run_for(args)
-    ctx = run.stage_context()
+    ctx = stage_context(run)
     condenser, c = run.condenser, run.condenser.config
     backbone, trajectories = ExpertBufferStage().build(condenser, ctx)
     buffer = ExpertBuffer.locate(ctx.dataset.fingerprint, backbone.id, condenser.expert_spec(ctx))

@@ -92,11 +92,11 @@ def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
 
 
 def test_evaluation_uses_the_split_asked_for(env, monkeypatch):
-    import vlbench.runner as runner
+    import vlbench.evaluation as evaluation
 
     evaluated = []
-    real_evaluate = runner.evaluate
-    monkeypatch.setattr(runner, "evaluate", lambda model, pairs, device: evaluated.append(len(pairs.images)) or
+    real_evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda model, pairs, device: evaluated.append(len(pairs.images)) or
                         real_evaluate(model, pairs, device))
     base, config = env
     for split, images in (("val", 4), ("test", 30)):

@@ -32,7 +32,7 @@ def test_committed_records_keep_the_run_key_the_planner_computes():
     assert condensed
     for r in condensed:
         run = Run(RunSpec.from_dict(r["spec"]), progress=False)
-        assert run.run_key(dataset=None) == r["run_key"], r["run_id"]
+        assert run.run_key == r["run_key"], r["run_id"]
 
 
 def test_eval_backbones_in_a_grid_are_an_axis():
@@ -76,7 +76,7 @@ def test_one_condensed_set_is_evaluated_on_each_backbone_with_one_record_each(en
     assert main(args) == 0  # the plain run is the own-backbone record
     assert "already recorded" in capsys.readouterr().out
     plain = Run(RunSpec.from_dict({**own["spec"], "data_root": str(base / "data")}), progress=False)
-    assert plain.condense_key(plain.load_dataset()) == other["condensed"]["key"]
+    assert plain.condense_key == other["condensed"]["key"]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,6 +18,9 @@ from vlbench.plugins import KINDS, registry
 from vlbench.results import RunRecord
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
+
+if TYPE_CHECKING:
+    from vlbench.runner import Run
 
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
 DEFAULT_RESULTS = "runs"
@@ -97,24 +100,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             reg.origin(kind, name)  # an unknown name fails here, before torch is imported
     from vlbench.runner import Run
 
-    if not reg.get("condenser", specs[0].condenser).trains_on_full_data and specs[0].budget <= 0:
-        raise VLBenchError(f"budget must be a positive number of pairs, got {specs[0].budget}")
-    for spec in specs[1:]:  # every evaluation backbone is checked (text encoder, full) before the first run starts
-        Run(spec, progress=False)
-    for spec in specs:  # one condensed set (cached) for all
-        run_one(spec, results, args.force)
+    # Every run is resolved (budget, text encoders, full) before the first starts; they read one data set.
+    runs = [Run(specs[0])]
+    runs += [Run(spec, dataset=runs[0].dataset) for spec in specs[1:]]
+    for run_ in runs:  # one condensed set (cached) for all
+        run_one(run_, results, args.force)
     return 0
 
 
-def run_one(spec: RunSpec, results: str, force: bool) -> None:
+def run_one(run_: Run, results: str, force: bool) -> None:
     from vlbench.runner import recorded, run
 
-    record = None if force else recorded(spec, results)
+    spec = run_.spec
+    record = None if force else recorded(run_, results)
     if record is not None:
         print(f"already recorded in {results}/records/{record.run_id}.json (pass --force to run it again)")
     else:
         print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
-        record = run(spec, results, history_dirs=[DEFAULT_RESULTS, "results"])
+        record = run(run_, results, history_dirs=[DEFAULT_RESULTS, "results"])
         print(stage_summary(record))
     mean, std = record.mean_recall
     evaluated = f", evaluated on {spec.eval_backbone}" if spec.eval_backbone else ""

@@ -19,7 +19,6 @@ instead of submitting the task again. Design notes: docs/sweeps.md.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import itertools
@@ -31,7 +30,7 @@ from typing import Any, Callable
 
 import yaml
 
-from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash, with_eval_backbones
+from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec, stable_hash, with_eval_backbones
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
@@ -82,17 +81,15 @@ def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
 
 
 def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
-    """Every combination of every grid: a list value is an axis, anything else is fixed.
-
-    `budget` may be left out for `full`, which trains on every training pair.
-    """
+    """Every combination of every grid: a list value is an axis, anything else is fixed; each is resolved
+    as `vlbench run` resolves its config (so `budget` may be left out for `full`, which trains on every pair)."""
     specs = []
     for g in grid:
-        axes = {k: v if isinstance(v, list) else [v] for k, v in {"budget": 0, **with_eval_backbones(g)}.items()}
+        axes = {k: v if isinstance(v, list) else [v] for k, v in with_eval_backbones(g).items()}
         for values in itertools.product(*axes.values()):
             try:
-                specs.append(RunSpec.from_dict(dict(zip(axes, values))))
-            except TypeError as e:  # a missing field, or an unknown protocol option
+                specs.append(resolve_spec(dict(zip(axes, values))))
+            except VLBenchError as e:
                 raise VLBenchError(f"bad grid entry {dict(zip(axes, values))}: {e}") from e
     return specs
 
@@ -148,25 +145,23 @@ def make_plan(sweep: Sweep) -> Plan:
     recorded = {r.run_key: r.run_id for r in ResultsStore(results).records()}
     dicts = [dataclasses.asdict(s) for s in specs]
     varying = [f for f in dicts[0] if any(d[f] != dicts[0][f] for d in dicts)] or ["condenser", "budget"]
-    datasets: dict[tuple, Any] = {}  # each data set is read once
+    datasets: dict[str, Any] = {}  # each data set is read once
     runs: dict[str, Task] = {}
     prepares: dict[str, Task] = {}
     for spec in specs:
-        run = Run(copy.deepcopy(spec), progress=False)
-        where = (spec.dataset, spec.data_root)
-        if where not in datasets:
-            datasets[where] = run.load_dataset()
-        dataset = datasets[where]
+        where = stable_hash([spec.dataset, spec.data_root, spec.dataset_options])
         try:
-            run.check_budget(dataset)
+            run = Run(spec, progress=False, dataset=datasets.get(where))
+            datasets[where] = run.dataset
+            run.check_budget()
         except VLBenchError as e:
             raise VLBenchError(f"grid run {_label(spec, varying)}: {e}") from e
-        spec = dataclasses.replace(spec, budget=run.recorded_budget(dataset))
-        key = run.run_key(dataset)
+        spec, key = run.spec, run.run_key
         if key in runs:  # the same run twice (e.g. `full` at several budgets)
             continue
         needs = []
         if key not in recorded:
+            dataset = run.dataset
             evaluated_on = [run.eval_backbone.id] if run.eval_backbone is not run.backbone else []
             data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id, *evaluated_on])
             data = Task("data", data_key, spec, results, " · ".join([dataset.name, run.backbone.id, *evaluated_on]))
@@ -174,7 +169,7 @@ def make_plan(sweep: Sweep) -> Plan:
                 Task("stage", f"{stage}-{stage_key}", spec, results,
                      f"{stage} for {dataset.name} · {run.backbone.id} · seed {spec.seed} · protocol {spec.protocol.id}",
                      stage, (data_key,))
-                for stage, stage_key in run.stage_keys(dataset).items()]
+                for stage, stage_key in run.stage_keys.items()]
             needs = [prepares.setdefault(t.key, t).key for t in shared if not t.prepared]
         runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
@@ -203,12 +198,13 @@ class Outcome:
 
 def execute(task: Task, progress: bool = False) -> Outcome:
     """Run one task (in whatever process or job the executor chose); never raises."""
+    from vlbench.condensing import prepare
     from vlbench.runner import Run, run
 
     try:
         if task.kind != "run":
             with file_lock(task.beside_lock(".lock"), wait=True):
-                Run(copy.deepcopy(task.spec), progress=progress).prepare([task.stage] if task.stage else [])
+                prepare(Run(task.spec, progress=progress), [task.stage] if task.stage else [])
                 task.beside_lock(".done").touch()
             return Outcome("ok", "prepared")
         store = ResultsStore(task.results)
@@ -217,7 +213,7 @@ def execute(task: Task, progress: bool = False) -> Outcome:
                 return Outcome("busy", "running in another process")
             if store.find(task.key):  # recorded by another sweep since we planned
                 return Outcome("ok", "already recorded")
-            record = run(copy.deepcopy(task.spec), task.results, progress=progress)
+            record = run(task.spec, task.results, progress=progress)
         mean, std = record.mean_recall
         return Outcome("ok", f"mean recall {mean:.1f} ± {std:.1f} (record {record.run_id})")
     except Exception as e:
