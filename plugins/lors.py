@@ -3,8 +3,9 @@
 tm-lora's distillation, plus a learned image-caption similarity matrix used as soft contrastive
 targets: S = diag(a) + (alpha / r) L Rᵀ over the N synthetic pairs, with a = 1, L ~ N(0, 1) and
 R = 0 at the start (so S starts as the identity, the hard pairing), all three learned by the same
-meta-gradient as the pixels and text. The inner loop trains with `soft_clip_loss` on each batch's
-sub-matrix, as evaluation will; the set stores the factors (`LowRankTargets`), priced at their size.
+meta-gradient as the pixels and text. The inner loop reads each batch's sub-matrix of S with the
+loss `target_loss` names (the set records it, so evaluation reads S the same way); the set stores
+the factors (`LowRankTargets`), priced at their size.
 The LoRS-specific defaults are the authors' Flickr30K 100-pair script's (silicx/LoRS_Distill,
 sh/distill_flickr_lors_100.sh); everything shared is tm-lora's (docs/distillation.md).
 """
@@ -16,7 +17,7 @@ import torch
 
 from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError
 from vlbench.tm import Distiller, Learnable, Setup, TMCondenser, TMConfig, derived_seed
-from vlbench.train import soft_clip_loss
+from vlbench.train import TARGET_LOSSES
 
 
 @dataclass
@@ -24,11 +25,17 @@ class LoRSConfig(TMConfig):
     lr_sim: float = 10.0  # outer SGD lr of a, L and R (LoRS's --lr_sim 10; 0: S stays the identity, = tm-lora)
     sim_rank: int = 10  # r (--sim_rank 10)
     sim_alpha: float = 3.0  # alpha: the low-rank term is scaled by alpha / r (--alpha 3)
+    #: How S is read, in distillation and evaluation alike: "cross_entropy" (rows as distributions) or
+    #: "wbce" (LoRS's --loss_type WBCE: each entry its own match probability).
+    target_loss: str = "cross_entropy"
 
     def __post_init__(self):
         super().__post_init__()
         if self.sim_rank < 1 or self.lr_sim < 0:
             raise VLBenchError(f"lors needs sim_rank >= 1 and lr_sim >= 0, got {self.sim_rank} and {self.lr_sim}")
+        if self.target_loss not in TARGET_LOSSES:
+            raise VLBenchError(f"lors option target_loss must be one of {', '.join(TARGET_LOSSES)}, "
+                               f"got {self.target_loss!r}")
 
 
 class LoRS(TMCondenser):
@@ -44,8 +51,10 @@ class LoRS(TMCondenser):
                    "right": torch.zeros(n, c.sim_rank)}
         learned = {k: Learnable(v.to(ctx.device).requires_grad_(True), c.lr_sim) for k, v in factors.items()}
 
+        read = TARGET_LOSSES[c.target_loss]
+
         def loss(image_emb, text_emb, temperature, indices):
-            return soft_clip_loss(image_emb, text_emb, temperature, self.targets(learned, indices).dense())
+            return read(image_emb, text_emb, temperature, self.targets(learned, indices).dense())
 
         return learned, loss
 
@@ -59,4 +68,5 @@ class LoRS(TMCondenser):
         condensed = super().result(ctx, setup, distiller)
         full = self.targets(distiller.learnables)
         condensed.soft_targets = LowRankTargets(*(t.detach().cpu() for t in (full.left, full.right, full.diagonal)))
+        condensed.target_loss = self.config.target_loss
         return condensed

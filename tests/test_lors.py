@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_distill import killed_at
 
-from vlbench.api import LowRankTargets
+from vlbench.api import LowRankTargets, VLBenchError
 from vlbench.testing import check_condenser, make_context
 from vlbench.tm import derived_seed
 
@@ -62,6 +62,21 @@ def test_the_inner_loss_reads_the_stored_targets(vlbench_cache, tmp_path):
     stored = c.result(ctx, setup, d).dense_targets()
     idx = torch.tensor([7, 2, 5])
     assert torch.allclose(c.targets(d.learnables, idx).dense(), stored[idx][:, idx], atol=1e-6)
+
+
+def test_wbce_lors_reads_s_per_entry_and_its_set_says_so(vlbench_cache, tmp_path):
+    """Under LoRS's WBCE each entry is its own target, so at S = I the diagonal already gets a gradient
+    (under cross-entropy it gets exactly none, above); the set records the loss for evaluation."""
+    from vlbench_plugins.lors import LoRS
+
+    c, ctx = LoRS(**TINY, target_loss="wbce"), make_context(tmp_path, budget=10)
+    setup = c.setup(ctx)
+    d = c.distiller(ctx, setup)
+    sum(d.matching(0).values()).backward()
+    assert d.learnables["diagonal"].tensor.grad.abs().sum() > 0
+    assert c.result(ctx, setup, d).target_loss == "wbce"
+    with pytest.raises(VLBenchError, match="target_loss must be one of cross_entropy, wbce, got 'kl'"):
+        LoRS(target_loss="kl")
 
 
 def test_lors_conforms(vlbench_cache):

@@ -1,4 +1,5 @@
 """Soft similarity targets: the loss, both stored forms, their checks and price, and `vlbench run` honouring them."""
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,8 @@ from vlbench.api import CondensedSet, LowRankTargets, TrainProtocol
 from vlbench.cli import main
 from vlbench.data.synthscenes import generate
 from vlbench.testing import ConformanceError, check_condenser
-from vlbench.train import TrainData, clip_loss, soft_clip_loss, train
+from vlbench.api import VLBenchError
+from vlbench.train import TrainData, clip_loss, soft_clip_loss, train, wbce_clip_loss
 from plugin_dist import install_dist
 from test_plugins import site  # noqa: F401 (the fixture: a private site-packages and a fresh registry)
 from test_train import toy_model, toy_pairs
@@ -66,6 +68,21 @@ def test_negative_entries_count_as_zero_and_an_empty_row_contributes_nothing():
     assert soft_clip_loss(image, text, 0.07, empty).item() == pytest.approx(kept.item(), rel=1e-6)
 
 
+def test_wbce_is_lors_balanced_binary_cross_entropy_on_the_raw_targets():
+    image, text = (F.normalize(t.detach(), dim=1) for t in embeddings(5))
+    targets = torch.eye(5) * 0.9 + torch.rand(5, 5, generator=torch.Generator().manual_seed(1)) * 0.3 - 0.05
+    p = (image @ text.t() / 0.07).sigmoid().double()
+    per_entry = -targets * p.log() - (1 - targets) * (1 - p).log()  # no clamping: LoRS reads S as it is
+    positive = targets > 0.5
+    expected = (per_entry[positive].mean() + per_entry[~positive].mean()) / 2
+    assert wbce_clip_loss(image, text, 0.07, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Not a softmax over rows: unlike soft_clip_loss, a global scale of the targets changes the loss.
+    assert wbce_clip_loss(image, text, 0.07, 0.6 * targets).item() != pytest.approx(expected.item(), rel=1e-3)
+    # One pair: no negatives, the positive mean alone (halved), not a NaN.
+    one = wbce_clip_loss(image[:1], text[:1], 0.07, torch.ones(1, 1))
+    assert one.item() == pytest.approx(-F.logsigmoid(image[0] @ text[0] / 0.07).item() / 2, rel=1e-5)
+
+
 def test_the_trainer_uses_targets_and_the_identity_changes_nothing():
     pairs = toy_pairs(n_images=12)
     images, text = pairs.select(torch.arange(0, 60, 5))  # one caption per image: 12 pairs
@@ -77,6 +94,21 @@ def test_the_trainer_uses_targets_and_the_identity_changes_nothing():
     plain, identity, shifted = trained(None), trained(torch.eye(12)), trained(torch.eye(12).roll(1, dims=1))
     assert all(torch.equal(plain[k], identity[k]) for k in plain)
     assert not all(torch.equal(plain[k], shifted[k]) for k in plain)
+
+
+def test_the_trainer_reads_the_targets_with_the_loss_the_set_names():
+    pairs = toy_pairs(n_images=12)
+    images, text = pairs.select(torch.arange(0, 60, 5))
+    protocol = TrainProtocol(steps=5, batch_size=8, lr=0.1)
+
+    def trained(loss):
+        data = TrainData.from_condensed(images, text, torch.eye(12), loss)
+        return dict(train(toy_model(0), data, protocol, seed=0).named_parameters())
+
+    cross_entropy, wbce = trained("cross_entropy"), trained("wbce")
+    assert not all(torch.equal(cross_entropy[k], wbce[k]) for k in wbce)
+    with pytest.raises(VLBenchError, match="unknown target loss 'kl': choose one of cross_entropy, wbce"):
+        trained("kl")
 
 
 # ----------------------------------------------------------------------------- stored forms
@@ -113,6 +145,9 @@ def test_both_forms_survive_save_and_load(tmp_path, targets):
     assert all(torch.equal(a, loaded.target_tensors()[k]) for k, a in original.target_tensors().items())
     manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert manifest["soft_targets"] == original.describe_targets() and manifest["extra_bytes"] == original.extra_bytes
+    assert loaded.target_loss == "cross_entropy"
+    wbce = dataclasses.replace(original, target_loss="wbce")
+    assert CondensedSet.load(wbce.save(tmp_path / "wbce")).target_loss == "wbce"
 
 
 @pytest.mark.parametrize("targets, message", [
@@ -158,6 +193,7 @@ from vlbench_plugins.random_subset import RandomPairs
 class PairedConfig:
     shift: int = 0
     form: str = "dense"
+    loss: str = "cross_entropy"
 
 
 class Paired(RandomPairs):
@@ -172,6 +208,7 @@ class Paired(RandomPairs):
             out.soft_targets = torch.eye(n).roll(self.config.shift, dims=1)
         else:  # the identity, factored: a diagonal of ones and a zero rank-1 product
             out.soft_targets = LowRankTargets(torch.zeros(n, 1), torch.zeros(n, 1), torch.ones(n))
+        out.target_loss = self.config.loss
         return out
 
 
@@ -247,14 +284,19 @@ def test_runs_train_with_the_sets_targets(paired, env, monkeypatch, capsys):
     random = run(env, "random", "random")
     identity = run(env, "identity", "paired", "form=low_rank")
     shifted = run(env, "shifted", "paired", "shift=1")
+    shifted_wbce = run(env, "shifted-wbce", "paired", "shift=1", "loss=wbce")
     # The same 100 pairs as random; identity targets train exactly as no targets (batches of 32: sub-matrices).
     assert identity["metrics"]["per_seed"] == random["metrics"]["per_seed"]
-    assert identity["condensed"]["soft_targets"] == {"form": "low_rank", "rank": 1, "diagonal": True}
+    assert identity["condensed"]["soft_targets"] == {"form": "low_rank", "rank": 1, "diagonal": True,
+                                                     "loss": "cross_entropy"}
     assert identity["condensed"]["extra_bytes"] == 2 * 100 * 1 * 4 + 100 * 4
-    assert shifted["condensed"]["soft_targets"] == {"form": "dense"} and shifted["condensed"]["extra_bytes"] == 100 * 100 * 4
+    assert shifted["condensed"]["soft_targets"] == {"form": "dense", "loss": "cross_entropy"}
+    assert shifted["condensed"]["extra_bytes"] == 100 * 100 * 4
+    assert shifted_wbce["condensed"]["soft_targets"] == {"form": "dense", "loss": "wbce"}
     assert random["condensed"]["soft_targets"] is None
     # Image i trained towards caption i + 1: the targets are honoured, so it falls to chance (~17; random: 39).
     assert shifted["metrics"]["mean"]["mean"] < random["metrics"]["mean"]["mean"] - 15
+    assert shifted_wbce["metrics"]["mean"]["mean"] < random["metrics"]["mean"]["mean"] - 15  # read per entry alike
 
     for results in ("random", "shifted"):
         assert main(["leaderboard", "--results", str(env[0] / results)]) == 0

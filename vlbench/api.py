@@ -285,12 +285,15 @@ class CondensedSet:
     text_features: Tensor  # (N, d) frozen text-encoder space
     learned_lrs: dict[str, float] | None = None  # {"image": lr, "text": lr}
     #: Image-text similarity targets, if the method learns them: dense (N, N) or factored. Entry
-    #: [i, j] weighs caption j as a match of image i; evaluation trains with `train.soft_clip_loss`.
+    #: [i, j] weighs caption j as a match of image i; evaluation trains with the loss `target_loss` names.
     soft_targets: Tensor | LowRankTargets | None = None
     source_indices: Tensor | None = None  # training pair indices, for coresets
     meta: dict[str, Any] = field(default_factory=dict)
     #: Whether `images` are canonical pixels (vlbench.pixels): set by `to_canonical`, never by a condenser.
     canonical: bool = False
+    #: How the soft targets are read, a key of `train.TARGET_LOSSES`: "cross_entropy" (each row a
+    #: distribution over captions) or "wbce" (each entry its own match probability, LoRS's loss).
+    target_loss: str = "cross_entropy"
 
     def __post_init__(self):
         n = len(self.images)
@@ -318,9 +321,10 @@ class CondensedSet:
 
     def describe_targets(self) -> dict[str, Any] | None:
         """What the record says about the soft targets (None: the set has none)."""
-        if isinstance(self.soft_targets, LowRankTargets):
-            return self.soft_targets.describe()
-        return None if self.soft_targets is None else {"form": "dense"}
+        if self.soft_targets is None:
+            return None
+        form = self.soft_targets.describe() if isinstance(self.soft_targets, LowRankTargets) else {"form": "dense"}
+        return {**form, "loss": self.target_loss}
 
     @property
     def extra_bytes(self) -> int:
@@ -383,6 +387,7 @@ class CondensedSet:
             text_features=tensors["text_features"],
             learned_lrs=manifest.get("learned_lrs"),
             soft_targets=LowRankTargets(**factors) if factors else tensors.get("soft_targets"),
+            target_loss=(manifest.get("soft_targets") or {}).get("loss", "cross_entropy"),
             source_indices=tensors.get("source_indices"),
             meta=manifest.get("meta", {}),
             canonical=canonical,

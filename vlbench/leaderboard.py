@@ -37,7 +37,8 @@ DAGGER = " †"
 DOUBLE_DAGGER = " ‡"
 FOOTNOTES = {
     "learned_lrs": "† evaluated with the learning rates the condenser learned.",
-    "soft_targets": "‡ trained with the set's soft similarity targets (soft-target contrastive loss).",
+    "soft_targets": "‡ trained with the set's soft similarity targets, read by the loss the set names (the record's "
+                    "condensed.soft_targets.loss: soft cross-entropy or LoRS's WBCE).",
     "marks": "**bold**: best at its budget, ahead of the runner-up by more than their pooled std over condensing "
              "seeds; (tie): within that margin of the best.",
     "cost": "Condense: wall time of the condenser plus every shared stage it used (reference model, expert buffer, "

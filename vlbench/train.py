@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlbench.api import Pairs, TrainProtocol, VLModel
+from vlbench.api import Pairs, TrainProtocol, VLBenchError, VLModel
 from vlbench.metrics import retrieval_metrics
 
 
@@ -48,6 +48,30 @@ def _soft_cross_entropy(logits: Tensor, weights: Tensor) -> Tensor:
     return F.nll_loss(-per_row[:, None], torch.zeros(len(per_row), dtype=torch.long, device=per_row.device))
 
 
+def wbce_clip_loss(image_emb: Tensor, text_emb: Tensor, temperature: float, targets: Tensor) -> Tensor:
+    """LoRS's balanced binary cross-entropy: each entry `targets[i, j]` is read on its own as the
+    probability that caption j matches image i, against the sigmoid of the same logit as `clip_loss`.
+    Entries above 0.5 and the rest are averaged separately, and the two means averaged, so that the
+    N positives weigh as much as the N² - N negatives. Targets are used raw (not clamped), as LoRS does.
+    """
+    logits = image_emb @ text_emb.t() / temperature
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    positive = targets.detach() > 0.5
+    return (_masked_mean(per_entry, positive) + _masked_mean(per_entry, ~positive)) / 2
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the masked entries; 0 when there are none (a batch of one pair has no negatives)."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
+
+
+#: How a set's soft targets are read, by the name a `CondensedSet.target_loss` gives.
+TARGET_LOSSES: dict[str, Callable[[Tensor, Tensor, float, Tensor], Tensor]] = {
+    "cross_entropy": soft_clip_loss,
+    "wbce": wbce_clip_loss,
+}
+
+
 def make_optimizer(
     model: VLModel, protocol: TrainProtocol, learned_lrs: dict[str, float] | None = None
 ) -> torch.optim.SGD:
@@ -66,20 +90,26 @@ def make_optimizer(
 @dataclass
 class TrainData:
     """Pairs to train on: per-pair image indices into `images`, per-pair text features, and optionally
-    (N, N) soft targets between the pairs (then the trainer uses `soft_clip_loss`)."""
+    (N, N) soft targets between the pairs, read by the loss `target_loss` names."""
 
     images: Tensor
     pair_image: Tensor
     text_features: Tensor
     targets: Tensor | None = None
+    target_loss: str = "cross_entropy"  # the key of TARGET_LOSSES that reads `targets`
 
     @classmethod
     def from_pairs(cls, pairs: Pairs) -> "TrainData":
         return cls(pairs.images, pairs.pair_image, pairs.text_features)
 
     @classmethod
-    def from_condensed(cls, images: Tensor, text_features: Tensor, targets: Tensor | None = None) -> "TrainData":
-        return cls(images, torch.arange(len(images)), text_features, targets)
+    def from_condensed(cls, images: Tensor, text_features: Tensor, targets: Tensor | None = None,
+                       target_loss: str = "cross_entropy") -> "TrainData":
+        return cls(images, torch.arange(len(images)), text_features, targets, target_loss)
+
+    def __post_init__(self):
+        if self.target_loss not in TARGET_LOSSES:
+            raise VLBenchError(f"unknown target loss {self.target_loss!r}: choose one of {', '.join(TARGET_LOSSES)}")
 
     def __len__(self) -> int:
         return len(self.pair_image)
@@ -117,7 +147,8 @@ def train(
     Batch order, augmentation and dropout draw from generators seeded with `seed` alone; `augment(pixels,
     generator)` gets each batch already on `device`. On CUDA the forward runs under bf16 autocast.
     `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
-    The loss is `clip_loss`, or `soft_clip_loss` on each batch's sub-matrix when `data.targets` is set.
+    The loss is `clip_loss`, or the set's target loss (`TARGET_LOSSES`) on each batch's sub-matrix when
+    `data.targets` is set.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -139,7 +170,7 @@ def train(
                 loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
             else:  # the batch's own sub-matrix of the targets
                 targets = data.targets[idx][:, idx].to(device)
-                loss = soft_clip_loss(image_emb.float(), text_emb.float(), model.temperature, targets)
+                loss = TARGET_LOSSES[data.target_loss](image_emb.float(), text_emb.float(), model.temperature, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
