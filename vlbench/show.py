@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vlbench.core import VLBenchError, cache_dir
+from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec
 
 CELL = 144  # pixels per image (tiny images are upscaled with nearest neighbours)
 GAP = 12  # between cells, and around the grid
@@ -73,34 +73,38 @@ def title(condenser: str, budget: int, backbone: str, dataset: str, run_id: str 
     return " · ".join(parts)
 
 
+def shown_spec(args: argparse.Namespace, record: dict[str, Any] | None, condenser: str) -> RunSpec:
+    """The run the set came from, resolved as `vlbench run` resolves one: the record's spec (none for a
+    set directory), the flags over it."""
+    flags = {"dataset": args.dataset, "data_root": args.data_root, "backbone": args.backbone}
+    return resolve_spec({"condenser": condenser, **(record or {}).get("spec", {})}, flags)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     if not 0 < args.max_images or not 0 < args.columns:
         raise VLBenchError("--max-images and --columns must be positive")
     path = Path(args.path)
     if path.suffix == ".json":  # a run record: it knows the set, the data and the backbone
         record = _read_record(path)
-        spec, directory, default_output = record.get("spec", {}), condensed_dir(record), path.with_suffix(".png")
-        condenser, run_id = record["condenser"]["name"], record["run_id"]
+        directory, default_output, run_id = condensed_dir(record), path.with_suffix(".png"), record["run_id"]
     else:
-        spec, directory, default_output = {}, path, Path.cwd() / f"{path.resolve().name}.png"
-        condenser = run_id = None
-    dataset = args.dataset or spec.get("dataset", "synthscenes")
-    backbone = args.backbone or spec.get("backbone", "tinyvit-minilm")
-    data_root = args.data_root or spec.get("data_root")
+        record, directory, default_output, run_id = None, path, Path.cwd() / f"{path.resolve().name}.png", None
     output = Path(args.output) if args.output else default_output
 
     from vlbench.api import CondensedSet
     from vlbench.pairs import text_features
     from vlbench.plugins import registry
 
-    model = registry().get("backbone", backbone)(**spec.get("backbone_options", {}))  # builds nothing yet
-    condensed = CondensedSet.load(directory).to_canonical(model.normalization)  # a no-op unless format 1
-    source = registry().get("dataset", dataset)(**spec.get("dataset_options", {}))
-    data = source.load(Path(data_root).expanduser() if data_root else None)
+    loaded = CondensedSet.load(directory)
+    condenser = record["condenser"]["name"] if record else loaded.meta.get("condenser", directory.name)
+    spec = shown_spec(args, record, condenser)
+    model = registry().get("backbone", spec.backbone)(**spec.backbone_options)  # builds nothing yet
+    condensed = loaded.to_canonical(model.normalization)  # a no-op unless format 1
+    source = registry().get("dataset", spec.dataset)(**spec.dataset_options)
+    data = source.load(Path(spec.data_root).expanduser() if spec.data_root else None)
     n = min(args.max_images, len(condensed))
     captions = pair_captions(condensed, data.split("train").pair_captions, lambda: text_features(data, "train", model), n)
-    heading = title(condenser or condensed.meta.get("condenser", directory.name), len(condensed), backbone, dataset,
-                    run_id, n)
+    heading = title(condenser, len(condensed), spec.backbone, spec.dataset, run_id, n)
     write_grid(condensed.images[:n], captions, output, heading, args.columns)
     print(f"wrote {output}")
     return 0
