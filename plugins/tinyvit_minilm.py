@@ -23,7 +23,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
+from vlbench.artifacts import cached
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
+from vlbench.storage import atomic_write_json, save_tensors
 from vlbench_plugins.tinyvit_pretrain import cell_features
 
 #: The options every embedded backbone takes (plus its architecture's).
@@ -126,10 +128,21 @@ class EmbeddedBackbone(Backbone):
 
     def prepare(self, progress: bool = True) -> None:
         path = self.checkpoint_path()
-        if path is None or path.exists():
+        if path is None or path.exists():  # none, shipped, given or already pretrained
             return
         if self.options["pretrained"] != "auto":
             raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: auto`")
+
+        def save(result: tuple[dict[str, torch.Tensor], dict[str, float]], tmp: Path) -> None:
+            state, accuracy = result
+            save_tensors(state, tmp)
+            atomic_write_json(path.with_suffix(".json"), {"epochs": self.options["pretrain_epochs"],
+                                                          "train_accuracy_last_1000": accuracy})
+
+        cached("pretrained", path.name, functools.partial(self._pretrain, path.stem, progress), lambda _: None, save)
+
+    def _pretrain(self, label: str, progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """A fresh encoder pretrained on the generator's `pretrain` split: its weights and sanity-check accuracy."""
         from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
 
         with torch.random.fork_rng(devices=[]):
@@ -138,11 +151,12 @@ class EmbeddedBackbone(Backbone):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
         try:
-            pretrain(encoder, path, epochs=self.options["pretrain_epochs"], mean=self.normalization[0],
-                     std=self.normalization[1], image_size=self.image_size, width=self.options["width"],
-                     cells=functools.partial(self.cells, encoder), progress=progress)
+            accuracy = pretrain(encoder, label, epochs=self.options["pretrain_epochs"], mean=self.normalization[0],
+                                std=self.normalization[1], image_size=self.image_size, width=self.options["width"],
+                                cells=functools.partial(self.cells, encoder), progress=progress)
         finally:
             torch.set_num_threads(threads)
+        return encoder.state_dict(), accuracy
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
         from safetensors.torch import load_file

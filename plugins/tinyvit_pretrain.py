@@ -7,7 +7,6 @@ the benchmark need fine-tuning (here: LoRA) at all.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -17,7 +16,6 @@ from tqdm import tqdm
 
 from vlbench.data.images import load_images
 from vlbench.data.synthscenes import SynthScenes, load_pretrain_labels
-from vlbench.storage import atomic_save_tensors, atomic_write_json
 
 
 def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.Tensor:
@@ -28,9 +26,10 @@ def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.
     return F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)
 
 
-def pretrain(encoder: nn.Module, path: Path, epochs: int, mean, std, *, image_size: int, width: int,
-             cells: Callable[[torch.Tensor], torch.Tensor], progress: bool = True, seed: int = 0) -> None:
-    """Train `encoder` (in place) so that `cells(pixels)`, (B, 9, width), classify each cell; save its weights to `path`."""
+def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_size: int, width: int,
+             cells: Callable[[torch.Tensor], torch.Tensor], progress: bool = True, seed: int = 0) -> dict[str, float]:
+    """Train `encoder` (in place) so that `cells(pixels)`, (B, 9, width), classify each cell; returns the
+    per-attribute accuracy on the last 1000 pretraining images (a sanity check, not a selection)."""
     root = SynthScenes().load(None).root
     paths, labels, class_names = load_pretrain_labels(root)
     pixels = load_images(paths, image_size, mean, std, progress=progress)
@@ -41,7 +40,7 @@ def pretrain(encoder: nn.Module, path: Path, epochs: int, mean, std, *, image_si
     optimizer = torch.optim.AdamW([*encoder.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(pixels) // 128)
-    bar = tqdm(total=steps, desc=f"pretraining {path.stem}", disable=not progress, unit="step")
+    bar = tqdm(total=steps, desc=f"pretraining {label}", disable=not progress, unit="step")
     encoder.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(pixels), generator=generator).split(128):
@@ -55,11 +54,9 @@ def pretrain(encoder: nn.Module, path: Path, epochs: int, mean, std, *, image_si
     bar.close()
     encoder.eval()
     with torch.no_grad():
-        held_out = slice(len(pixels) - 1000, None)  # last 1000: a sanity check, not a selection
+        held_out = slice(len(pixels) - 1000, None)
         per_cell = cells(pixels[held_out])
-        accuracy = {
+        return {
             k: (h(per_cell).argmax(-1) == targets[held_out, :, i]).float().mean().item()
             for i, (k, h) in enumerate(zip(("colour", "shape", "size"), heads))
         }
-    atomic_save_tensors(encoder.state_dict(), path)
-    atomic_write_json(path.with_suffix(".json"), {"epochs": epochs, "train_accuracy_last_1000": accuracy})

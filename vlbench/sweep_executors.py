@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from vlbench.core import VLBenchError
+from vlbench.storage import atomic_write_json
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -199,10 +200,7 @@ def _result(job, state: Callable[[], str]) -> Any:
 
 
 def _write_note(path: Path, job) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"job_id": job.job_id, "folder": str(job.paths.folder)}))
-    tmp.replace(path)
+    atomic_write_json(path, {"job_id": job.job_id, "folder": str(job.paths.folder)})
 
 
 def count(n: int, noun: str) -> str:

@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench.api import SIDES, VLBenchError
+from vlbench.storage import atomic_path
 from vlbench.tm import inner
 from vlbench.tm.experts import Trajectory, derived_seed
 from vlbench.tm.inner import BatchLoss, Student
@@ -199,10 +200,8 @@ class Distiller:
         self.iteration, self.history, self.rollbacks = state["iteration"], list(state["history"]), list(state["rollbacks"])
 
     def save(self) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(self.state_path)
+        with atomic_path(self.state_path) as tmp:
+            torch.save(self.state(), tmp)
 
     def resume(self) -> bool:
         if not self.state_path.exists():

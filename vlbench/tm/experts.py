@@ -14,7 +14,7 @@ from tqdm import tqdm
 from vlbench import costs
 from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
 from vlbench.data.transforms import Augment, expert_augment
-from vlbench.storage import atomic_write_json, file_lock
+from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, train
 
 Trajectory = list[dict[str, Tensor]]  # trainable parameters after epochs 0, 1, ..., E
@@ -89,12 +89,7 @@ class ExpertBuffer:
         return [{k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{e}/")} for e in epochs]
 
     def _save(self, i: int, trajectory: Trajectory) -> None:
-        from safetensors.torch import save_file
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(i).with_suffix(".tmp")
-        save_file({f"{e}/{k}": v.contiguous() for e, ckpt in enumerate(trajectory) for k, v in ckpt.items()}, str(tmp))
-        tmp.replace(self.path(i))
+        atomic_save_tensors({f"{e}/{k}": v for e, ckpt in enumerate(trajectory) for k, v in ckpt.items()}, self.path(i))
 
     def complete(self, num: int) -> bool:
         return all(len(self.trajectory(i)) > self.spec.epochs for i in range(num))
