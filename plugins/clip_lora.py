@@ -14,28 +14,34 @@ for each forward and subtracting it afterwards, so that weight moves by float ro
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import peft
 import torch
 
-from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, option
 from vlbench.modules import DualEncoder
 from vlbench.text_encoders import OpenCLIPTextEncoder, weights_id
 
-DEFAULTS: dict[str, Any] = {
-    "model": "ViT-B-32",  # an open_clip model name, hf-hub:ORG/REPO or local-dir:PATH
-    "pretrained": "openai",  # a tag (open_clip.list_pretrained()), a checkpoint path, or null: random weights
-    "lora_rank": 4,
-    "lora_alpha": 8,
-    "lora_targets": ["attn", "c_fc", "c_proj"],
-    "dropout": 0.0,
-}
+@dataclass
+class CLIPConfig:
+    model: str = option("ViT-B-32", "an open_clip model name, hf-hub:ORG/REPO or local-dir:PATH")
+    pretrained: str | None = option("openai", "a tag (open_clip.list_pretrained()), a checkpoint path, or null: random "
+                                              "weights")
+    lora_rank: int = option(4, "rank of the LoRA adapters on the image tower; 0 trains the whole tower")
+    lora_alpha: int = option(8, "LoRA scaling numerator (the adapters' output is scaled by lora_alpha / lora_rank)")
+    lora_targets: list[str] = option(["attn", "c_fc", "c_proj"], "image-tower modules that get LoRA adapters")
+    dropout: float = option(0.0, "dropout in the text projection head")
+
+    def __post_init__(self):
+        if self.lora_rank < 0:
+            raise VLBenchError(f"clip: lora_rank must be >= 0, got {self.lora_rank}")
 
 
 class CLIPLoRA(Backbone):
     name = "clip"
-    defaults = DEFAULTS
+    Config = CLIPConfig
     lora_option = "lora_rank"
 
     def __init__(self, **config: Any):

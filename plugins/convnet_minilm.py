@@ -16,22 +16,30 @@ with the `pretrain` split's channel statistics, as MTT normalises each data set 
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbench.api import VLBenchError
-from vlbench_plugins.tinyvit_minilm import SHARED_DEFAULTS, EmbeddedBackbone
+from vlbench.api import VLBenchError, option
+from vlbench_plugins.tinyvit_minilm import EmbeddedBackbone, EmbeddedConfig
 
-DEFAULTS: dict[str, Any] = {
-    "image_size": 32,
-    "width": 128,
-    "depth": 3,
-    **SHARED_DEFAULTS,
-    "lora_targets": ["conv"],
-}
+
+@dataclass
+class ConvNetConfig(EmbeddedConfig):
+    image_size: int = option(32, "input side in pixels")
+    width: int = option(128, "channels of every block")
+    depth: int = option(3, "conv-norm-relu-pool blocks (each halves the side)")
+    lora_targets: list[str] = option(["conv"], "modules that get LoRA adapters")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.image_size >> self.depth < 1:
+            raise VLBenchError(f"convnet-minilm: image_size {self.image_size} is too small for depth {self.depth} "
+                               "(each block halves it)")
+
+
 # Channel mean and std of the synthscenes `pretrain` split at 32 px (10000 images).
 MEAN = (0.1271, 0.1228, 0.1181)
 STD = (0.1462, 0.1225, 0.1293)
@@ -70,16 +78,10 @@ class Flattened(nn.Module):
 
 class ConvNetMiniLM(EmbeddedBackbone):
     name = "convnet-minilm"
-    defaults = DEFAULTS
+    Config = ConvNetConfig
     normalization_stats = (MEAN, STD)
     arch_options = ("image_size", "width", "depth")
     checkpoint_prefix = "convnet"
-
-    def __init__(self, **config: Any):
-        super().__init__(**config)
-        if self.side < 1:
-            raise VLBenchError(f"convnet-minilm: image_size {self.options['image_size']} is too small for depth "
-                               f"{self.options['depth']} (each block halves it)")
 
     @property
     def side(self) -> int:

@@ -10,13 +10,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError
+from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option
 
 
 @dataclass
 class FullDataConfig:
-    epochs: float = 8.0  # passes over the training pairs; chosen on val (docs/protocol.md)
-    lr: float | None = 0.01  # None: the protocol's; chosen on val (docs/protocol.md)
+    epochs: float = option(8.0, "passes over the training pairs; chosen on val (docs/protocol.md)")
+    lr: float | None = option(0.01, "learning rate; null: the protocol's; chosen on val (docs/protocol.md)")
 
     def __post_init__(self):
         if not self.epochs > 0 or (self.lr is not None and not self.lr > 0):

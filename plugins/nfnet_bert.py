@@ -11,35 +11,40 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, option
 from vlbench.modules import DualEncoder
 from vlbench.text_encoders import BertCLSEncoder
 
-DEFAULTS: dict[str, Any] = {
-    "image_model": "nfnet_l0",  # a timm model name
-    # "imagenet": timm's pretrained weights (from its cache, downloaded when online); a checkpoint
-    # file path; or null: random weights (drawn once, seed 0, so every build starts alike).
-    "pretrained": "imagenet",
-    "image_size": 224,
-    "text_model": "bert-base-uncased",  # a Hugging Face hub name or a local directory
-    "dropout": 0.1,  # the official head's
-    # "model": the image model's own statistics; "clip": the CLIP statistics the official code
-    # applies to every image encoder (docs/fidelity.md)
-    "normalization": "model",
-}
+@dataclass
+class NFNetBERTConfig:
+    image_model: str = option("nfnet_l0", "a timm model name")
+    pretrained: str | None = option("imagenet", "imagenet: timm's pretrained weights (from its cache, downloaded when "
+                                                "online); a checkpoint file path; null: random weights (seed 0)")
+    image_size: int = option(224, "input side in pixels")
+    text_model: str = option("bert-base-uncased", "a Hugging Face hub name or a local directory (frozen, CLS token)")
+    dropout: float = option(0.1, "dropout in the projection heads (the official head's)")
+    normalization: str = option("model", "model: the image model's own statistics; clip: the CLIP statistics the "
+                                         "official code applies to every image encoder (docs/fidelity.md)")
+
+    def __post_init__(self):
+        if self.normalization not in ("model", "clip"):
+            raise VLBenchError(f"normalization must be 'model' or 'clip', got {self.normalization!r}")
+
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
 class NFNetBERT(Backbone):
     name = "nfnet-bert"
-    defaults = DEFAULTS
+    Config = NFNetBERTConfig
 
     def __init__(self, **config: Any):
         super().__init__(**config)
@@ -59,8 +64,6 @@ class NFNetBERT(Backbone):
 
         if self.options["normalization"] == "clip":
             return CLIP_MEAN, CLIP_STD
-        if self.options["normalization"] != "model":
-            raise VLBenchError(f"normalization must be 'model' or 'clip', got {self.options['normalization']!r}")
         cfg = timm.get_pretrained_cfg(self.options["image_model"])
         return (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_MEAN, IMAGENET_STD)
 

@@ -14,40 +14,54 @@ from __future__ import annotations
 
 import functools
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import peft
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, stable_hash
+from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, option, stable_hash
 from vlbench.artifacts import cached
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
 from vlbench.storage import atomic_write_json, save_tensors
 from vlbench_plugins.tinyvit_pretrain import cell_features
 
-#: The options every embedded backbone takes (plus its architecture's).
-SHARED_DEFAULTS: dict[str, Any] = {
-    "joint_dim": 256,
-    "dropout": 0.0,
-    "lora_rank": 4,
-    "lora_alpha": 8,
-    # "auto": pretrain on the embedded generator once and cache; a path: load that checkpoint;
-    # null: random initialisation.
-    "pretrained": "auto",
-    "pretrain_epochs": 3,
-}
-DEFAULTS: dict[str, Any] = {
-    "image_size": 36,
-    "patch_size": 12,
-    "width": 96,
-    "depth": 4,
-    "heads": 4,
-    **SHARED_DEFAULTS,
-    "lora_targets": ["qkv", "attn.proj", "fc1", "fc2"],
-}
+@dataclass
+class EmbeddedConfig:
+    """The options every embedded backbone takes (plus its architecture's)."""
+
+    joint_dim: int = option(256, "width of the joint image-text space the projection heads map to")
+    dropout: float = option(0.0, "dropout in the projection heads")
+    lora_rank: int = option(4, "rank of the LoRA adapters on the frozen image encoder; 0 trains the whole encoder")
+    lora_alpha: int = option(8, "LoRA scaling numerator (the adapters' output is scaled by lora_alpha / lora_rank)")
+    pretrained: str | None = option("auto", "auto: the shipped checkpoint, else pretrained on the generator's "
+                                            "pretrain split once and cached; a path: that checkpoint; null: random")
+    pretrain_epochs: int = option(3, "epochs of pretraining when `pretrained: auto` has no checkpoint yet")
+
+    def __post_init__(self):
+        if self.joint_dim < 1 or self.lora_rank < 0 or self.pretrain_epochs < 1 or not 0 <= self.dropout < 1:
+            raise VLBenchError("joint_dim and pretrain_epochs must be >= 1, lora_rank >= 0 and dropout in [0, 1)")
+
+
+@dataclass
+class TinyViTConfig(EmbeddedConfig):
+    image_size: int = option(36, "input side in pixels")
+    patch_size: int = option(12, "patch side in pixels (12: one token per grid cell of synthscenes)")
+    width: int = option(96, "token width")
+    depth: int = option(4, "transformer blocks")
+    heads: int = option(4, "attention heads per block")
+    lora_targets: list[str] = option(["qkv", "attn.proj", "fc1", "fc2"], "modules that get LoRA adapters")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.image_size % self.patch_size or self.width % self.heads:
+            raise VLBenchError(f"tinyvit-minilm: image_size {self.image_size} must be a multiple of patch_size "
+                               f"{self.patch_size}, and width {self.width} of heads {self.heads}")
+
+
 MEAN = STD = (0.5, 0.5, 0.5)
 # The checkpoints of the default architectures, pretrained by `pretrain` and shipped with vlbench so
 # that every machine evaluates the same weights: the committed results were made with them.
@@ -182,7 +196,7 @@ class EmbeddedBackbone(Backbone):
 
 class TinyViTMiniLM(EmbeddedBackbone):
     name = "tinyvit-minilm"
-    defaults = DEFAULTS
+    Config = TinyViTConfig
     arch_options = ("image_size", "patch_size", "width", "depth", "heads")
     checkpoint_prefix = "tinyvit"
 

@@ -250,9 +250,12 @@ def test_an_interrupted_condense_is_resumed_and_charged_for_every_attempt(env, m
 
 def test_experts_command_builds_the_buffer_and_refuses_other_condensers(env, capsys):
     base, config = env
-    assert main(["experts", "--config", str(config), "--num", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    assert main(["experts", "--config", str(config), "--num", "1", "--epochs", "2", "--device", "cpu"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("1 experts x 1 epochs in ") and "parameters" in last
+    assert last.startswith("1 experts x 2 epochs in ") and "parameters" in last
+    # a buffer too short for the matched segments is refused before an expert trains
+    assert main(["experts", "--config", str(config), "--num", "1", "--epochs", "1", "--device", "cpu"]) == 2
+    assert "expert_epochs 1 reach beyond the experts' train_epochs 1" in capsys.readouterr().err
     assert main(["experts", "--condenser", "random", "--config", str(config)]) == 2
     assert capsys.readouterr().err == ("vlbench: error: condenser 'random' uses no expert trajectories "
                                        "(try tm or tm-lora)\n")
@@ -264,7 +267,7 @@ def test_experts_command_takes_a_sweep_file_and_uses_its_first_run(env, tmp_path
     base, config = env
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"grid": {**yaml.safe_load(config.read_text()), "condenser": "tm-lora",
-                                              "budget": [10, 20], "condenser_options": {"num_experts": 1, "train_epochs": 1}},
+                                              "budget": [10, 20], "condenser_options": {"num_experts": 1, "train_epochs": 2}},
                                      "results": str(tmp_path / "results")}))
     assert main(["experts", "--config", str(sweep), "--device", "cpu"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("1 experts x 1 epochs in ")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 experts x 2 epochs in ")

@@ -16,7 +16,9 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
-from vlbench.core import SIDES, SPLITS, RunSpec, TrainProtocol, VLBenchError, cache_dir, stable_hash  # noqa: F401 (re-exported)
+from vlbench.core import (  # noqa: F401 (re-exported)
+    SIDES, SPLITS, RunSpec, TrainProtocol, VLBenchError, cache_dir, make_config, option, option_defaults, stable_hash,
+)
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 
 
@@ -158,13 +160,20 @@ class Backbone(ABC):
     """A named model family: builds fresh VLModels, owns the frozen text encoder and transforms."""
 
     name: ClassVar[str]
-    #: Every option the backbone takes, with its default; any other option is an error.
+    #: Its options: a dataclass whose fields (`vlbench.core.option`: default and help) are every option it
+    #: takes, type-checked when given; its `__post_init__` refuses bad combinations, before any work.
+    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [])
+    #: {option: default}, read from `Config`.
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, **config: Any):
-        self.options = with_defaults("backbone", self.name, self.defaults, config)
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = option_defaults(cls.Config)
+
+    def __init__(self, **options: Any):
+        self.options = dataclasses.asdict(make_config("backbone", self.name, self.Config, options))
         # Only what differs from the defaults: spelling out a default gives the default's id and caches.
-        self.config = {k: v for k, v in self.options.items() if v != self.defaults.get(k)}
+        self.config = {k: v for k, v in self.options.items() if v != self.defaults[k]}
 
     @property
     def id(self) -> str:
@@ -432,14 +441,7 @@ class Condenser(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any):
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = set(options) - known
-        if unknown:
-            raise VLBenchError(
-                f"condenser {self.name!r} has no option(s) {', '.join(sorted(unknown))} "
-                f"(options: {', '.join(sorted(known)) or 'none'})"
-            )
-        self.config = self.Config(**options)
+        self.config = make_config("condenser", self.name, self.Config, options)
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
 import traceback
 from pathlib import Path
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from vlbench.core import SPLITS, RunSpec, VLBenchError, resolve_spec, with_eval_backbones
+from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, resolve_spec, with_eval_backbones
 from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
-from vlbench.plugins import KINDS, registry
+from vlbench.plugins import KINDS, Registry, registry
 from vlbench.results import RunRecord
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
@@ -80,9 +81,7 @@ def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
 
 def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[str]) -> RunSpec:
     reg = registry()
-    fields = dataclasses.fields(reg.get("condenser", spec.condenser).Config)
-    condenser_defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                          for f in fields}
+    condenser_defaults = option_defaults(reg.get("condenser", spec.condenser).Config)
     backbone_defaults = reg.get("backbone", spec.backbone).defaults
     return dataclasses.replace(
         spec,
@@ -155,12 +154,45 @@ def stage_summary(record: RunRecord) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     reg = registry()
+    if args.options:
+        print(plugin_options(reg, args.options))
+        return 0
     for kind in KINDS:
         print(f"{kind}s:")
         for name in reg.names(kind):
             info = reg.origin(kind, name)
             print(f"  {name:<20} {info.distribution} {info.version}")
     return 0
+
+
+def plugin_options(reg: Registry, name: str) -> str:
+    """Every option of the plugins called `name` (a condenser, a backbone, a data set): default, type and help."""
+    kinds = [kind for kind in KINDS if name in reg.names(kind)]
+    if not kinds:
+        known = sorted({n for kind in KINDS for n in reg.names(kind)})
+        close = difflib.get_close_matches(name, known, n=1)
+        raise VLBenchError(f"no plugin is called {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                           + "; `vlbench list` names them all")
+    blocks = []
+    for kind in kinds:
+        cls, info = reg.get(kind, name), reg.origin(kind, name)
+        rows = option_rows(cls)
+        lines = [f"{kind} {name} ({info.distribution} {info.version}): " + ("options:" if rows else "no options")]
+        width = max((len(row[0]) for row in rows), default=0)
+        lines += [f"  {option:<{width}}  {default:<12} {help}".rstrip() for option, default, help in rows]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def option_rows(cls: type) -> list[tuple[str, str, str]]:
+    """(option, default as YAML writes it, help) of a plugin class: its `Config` fields, else its `defaults`."""
+    config = getattr(cls, "Config", None)
+    if config is None:
+        return [(k, yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n..."), "")
+                for k, v in getattr(cls, "defaults", {}).items()]
+    defaults = option_defaults(config)
+    return [(f.name, yaml.safe_dump(defaults[f.name], default_flow_style=True).strip().removesuffix("\n..."),
+             f.metadata.get("help", "")) for f in dataclasses.fields(config)]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -209,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="list the registered condensers, backbones, data sets and shared stages")
+    lst.add_argument("--options", metavar="NAME", help="print the options of the plugin NAME: defaults and help")
     lst.set_defaults(func=cmd_list)
 
     board = sub.add_parser("leaderboard", help="render the leaderboard (markdown, CSV, JSON or HTML page) from the records")

@@ -5,10 +5,13 @@ and `vlbench sweep --dry-run` answer without loading torch. `vlbench.api` re-exp
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,55 @@ def _check_types(obj: Any, types: dict[str, type | tuple[type, ...]], what: str)
         if not ok:
             names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             raise VLBenchError(f"{what} option {name!r} must be {names}, got {value!r}")
+
+
+def option(default: Any, help: str) -> Any:
+    """A plugin option: a `Config` dataclass field with its default and one line of help, which
+    `vlbench list --options NAME` prints."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def option_defaults(config: type) -> dict[str, Any]:
+    """{option: default} of a `Config` dataclass."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(config)}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` has the annotated type (an int is a float; a bool is neither; list[str] checks list)."""
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is None or hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is typing.Literal:
+        return value in typing.get_args(hint)
+    hint = typing.get_origin(hint) or hint
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def make_config(kind: str, name: str, config: type, given: dict[str, Any]) -> Any:
+    """A plugin's `Config` from the options a user gave: an unknown or mistyped option is one line,
+    before the dataclass checks combinations in its `__post_init__`."""
+    hints = typing.get_type_hints(config)
+    known = [f.name for f in dataclasses.fields(config)]
+    unknown = set(given) - set(known)
+    if unknown:
+        raise VLBenchError(f"{kind} {name!r} has no option(s) {', '.join(sorted(unknown))} "
+                           f"(options: {', '.join(sorted(known)) or 'none'})")
+    for key, value in given.items():
+        if not _fits(value, hints[key]):
+            raise VLBenchError(f"{kind} {name!r} option {key!r} must be {_type_name(hints[key])}, got {value!r}")
+    return config(**given)
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) and not typing.get_args(hint) else str(hint).replace("typing.", "")
 
 
 @dataclass(frozen=True)

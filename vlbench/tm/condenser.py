@@ -47,6 +47,10 @@ class TMConfig(DistillConfig):
         super().__post_init__()
         if self.init_augment and self.expert_augment == "none":
             raise VLBenchError("init_augment draws its images through expert_augment: set expert_augment too")
+        last_start = self.start_epoch_choices - 1
+        if last_start + self.expert_epochs > self.train_epochs:  # before any expert is trained
+            raise VLBenchError(f"start epochs up to {last_start} + expert_epochs {self.expert_epochs} reach beyond the "
+                               f"experts' train_epochs {self.train_epochs}: lower max_start_epoch or train longer")
 
 
 @dataclass

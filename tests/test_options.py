@@ -1,0 +1,72 @@
+"""Plugin options declared once (a `Config` dataclass), checked when given, listed by `vlbench list --options`."""
+from dataclasses import dataclass
+
+import pytest
+
+from vlbench.cli import main
+from vlbench.core import VLBenchError, make_config, option, option_defaults
+
+
+@dataclass
+class Example:
+    rank: int = option(4, "the rank")
+    scale: float = option(1.0, "the scale")
+    path: str | None = option(None, "a file, or null")
+    targets: list[str] = option(["a"], "modules")
+
+
+def test_make_config_checks_names_and_types_in_one_line():
+    assert make_config("backbone", "x", Example, {"scale": 2, "path": "p"}) == Example(scale=2, path="p")  # an int is a float
+    assert option_defaults(Example) == {"rank": 4, "scale": 1.0, "path": None, "targets": ["a"]}
+    assert Example().targets is not Example().targets  # a list default is a fresh copy
+    for given, message in [({"rnak": 4}, "backbone 'x' has no option(s) rnak (options: path, rank, scale, targets)"),
+                           ({"rank": "4"}, "backbone 'x' option 'rank' must be int, got '4'"),
+                           ({"rank": True}, "option 'rank' must be int, got True"),
+                           ({"scale": "1e-2"}, "option 'scale' must be float, got '1e-2'"),  # YAML reads 1e-2 as a string
+                           ({"path": 3}, "option 'path' must be str | None, got 3"),
+                           ({"targets": "qkv"}, "option 'targets' must be list[str], got 'qkv'")]:
+        with pytest.raises(VLBenchError) as e:
+            make_config("backbone", "x", Example, given)
+        assert message in str(e.value)
+
+
+def test_backbones_declare_a_config_and_refuse_bad_values_and_combinations():
+    from vlbench.plugins import registry
+
+    reg = registry()
+    for name in reg.names("backbone"):
+        cls = reg.get("backbone", name)
+        assert cls.Config.__dataclass_fields__ and cls.defaults == option_defaults(cls.Config), name
+        assert all(f.metadata.get("help") for f in cls.Config.__dataclass_fields__.values()), name
+    vit, convnet = reg.get("backbone", "tinyvit-minilm"), reg.get("backbone", "convnet-minilm")
+    with pytest.raises(VLBenchError, match="image_size 30 must be a multiple of patch_size 12"):
+        vit(image_size=30)
+    with pytest.raises(VLBenchError, match="option 'lora_rank' must be int"):
+        vit(lora_rank=4.5)
+    with pytest.raises(VLBenchError, match="too small for depth 3"):
+        convnet(image_size=4)
+    with pytest.raises(VLBenchError, match="normalization must be 'model' or 'clip'"):
+        reg.get("backbone", "nfnet-bert")(normalization="imagenet")  # before any weight is loaded
+
+
+def test_tm_segments_beyond_the_experts_fail_at_resolution():
+    from vlbench.core import RunSpec
+    from vlbench.runner import Run
+
+    options = {"train_epochs": 2, "max_start_epoch": 2, "expert_epochs": 1}
+    with pytest.raises(VLBenchError, match="start epochs up to 2 \\+ expert_epochs 1 reach beyond the experts' train_epochs 2"):
+        Run(RunSpec("tm-lora", 5, condenser_options=options), progress=False)
+    Run(RunSpec("tm-lora", 5, condenser_options={**options, "start_epochs": "exclusive"}), progress=False)  # 0..1
+
+
+def test_list_options_prints_defaults_and_help(capsys):
+    assert main(["list", "--options", "tinyvit-minilm"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "backbone tinyvit-minilm (vlbench 0.1.0): options:"
+    (rank,) = [line.split(None, 2) for line in out if line.split()[0] == "lora_rank"]
+    assert rank[1] == "4" and rank[2].startswith("rank of the LoRA adapters")
+    assert any(line.split()[:2] == ["lora_targets", "[qkv,"] for line in out)
+    assert main(["list", "--options", "full"]) == 0
+    assert "epochs  8.0" in capsys.readouterr().out
+    assert main(["list", "--options", "tinyvit"]) == 2
+    assert "no plugin is called 'tinyvit' (did you mean 'tinyvit-minilm'?)" in capsys.readouterr().err
