@@ -139,3 +139,18 @@ def test_a_record_reads_back_typed_and_as_stored(tmp_path):
     assert back.stage_seconds == {"prepare": 1.5, "condense": 90.0}
     assert back.shared_costs == [SharedCost("expert_buffer", 61.5, False, "0123")]
     assert back.condensed_path == "$VLBENCH_CACHE/condensed/x"
+
+
+def test_the_reference_is_the_condensers_flag_and_full_only_in_schema_1_records():
+    from pathlib import Path
+
+    from vlbench.results import RunRecord
+
+    def record(name, **flag):
+        return RunRecord({"run_id": "r", "condenser": {"name": name, **flag}})
+
+    assert record("full", reference=True).reference and record("my-reference", reference=True).reference
+    assert not record("full", reference=False).reference  # the flag, not the name
+    assert record("full").reference and not record("random").reference  # schema 1: no flag yet
+    archive = ResultsStore(Path(__file__).resolve().parents[1] / "results" / "v1").records()
+    assert sum(r.reference for r in archive) == 1  # the v1 board's `full` row

@@ -35,6 +35,13 @@ class SharedCost:
     built_by: str | None  # the run key it was built (or prepared) for
 
 
+def is_reference(record: Mapping[str, Any]) -> bool:
+    """Whether a record is the full-data reference: its condenser's flag (`Condenser.trains_on_full_data`).
+    Schema-1 records predate the flag; `full` was the one reference then."""
+    condenser = record["condenser"]
+    return condenser["reference"] if "reference" in condenser else condenser["name"] == "full"
+
+
 class RunRecord(Mapping):
     """One run's record: the JSON as stored (`record["metrics"]`, ...) and typed views of it."""
 
@@ -65,6 +72,10 @@ class RunRecord(Mapping):
     @property
     def budget(self) -> int:
         return self._data["budget"]
+
+    @property
+    def reference(self) -> bool:
+        return is_reference(self._data)
 
     @property
     def shape(self) -> tuple:
