@@ -16,7 +16,7 @@ from vlbench import costs, validation
 from vlbench.api import CondensedSet, CondenseContext, Pairs, VLBenchError, VLModel, cache_dir
 from vlbench.artifacts import cached
 from vlbench.stages import StageInput, reference_key
-from vlbench.storage import atomic_write_json, save_tensors
+from vlbench.storage import atomic_write_json, file_lock, save_tensors
 from vlbench.train import TrainData
 
 if TYPE_CHECKING:
@@ -73,13 +73,23 @@ def _load_state(model: VLModel, path: Path) -> VLModel:
 
 
 def condensed_set(run: Run, train_pairs: Pairs) -> tuple[CondensedSet, Path, bool]:
-    """The run's condensed set in canonical pixels, where it is cached, and whether it was there already."""
+    """The run's condensed set in canonical pixels, where it is cached, and whether it was there already.
+
+    Condensed under a lock beside it: runs that share the set (other evaluation backbones) wait for one.
+    """
+    spec = run.spec
+    path = cache_dir() / "condensed" / f"{spec.condenser}-{spec.budget}-{run.condense_key}"
+    with file_lock(cache_dir() / "locks" / f"condensed-{path.name}.lock"):  # not among the sets
+        if (path / "manifest.json").exists():
+            run.log(f"reusing condensed set {path}")
+            # a set cached before canonical pixels is in the condensing backbone's space: migrated here, once
+            return CondensedSet.load(path).to_canonical(run.backbone.normalization), path, True
+        return _condense(run, train_pairs, path), path, False
+
+
+def _condense(run: Run, train_pairs: Pairs, path: Path) -> CondensedSet:
+    """Condense into `path`, resuming an interrupted attempt; charged for every attempt's time."""
     key, spec = run.condense_key, run.spec
-    path = cache_dir() / "condensed" / f"{spec.condenser}-{spec.budget}-{key}"
-    if (path / "manifest.json").exists():
-        run.log(f"reusing condensed set {path}")
-        # a set cached before canonical pixels is in the condensing backbone's space: migrated here, once
-        return CondensedSet.load(path).to_canonical(run.backbone.normalization), path, True
     ctx = context(run, train_pairs)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     attempts = ctx.work_dir / "attempts.json"  # seconds spent by earlier, interrupted attempts
@@ -98,7 +108,7 @@ def condensed_set(run: Run, train_pairs: Pairs) -> tuple[CondensedSet, Path, boo
     condensed = condensed.to_canonical(run.backbone.normalization)  # stored backbone-independent (vlbench.pixels)
     condensed.save(path)
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resume state is scratch once the set is saved
-    return condensed, path, False
+    return condensed
 
 
 def _call_condenser(run: Run, ctx: CondenseContext) -> CondensedSet:
