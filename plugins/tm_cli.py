@@ -6,7 +6,6 @@ CLI builds its parser (and so calls this) on every start, `vlbench --help` inclu
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
@@ -26,23 +25,14 @@ def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_for(args: argparse.Namespace):
     """The run whose expert buffer to build: the config's options, the flags over them."""
-    import yaml
+    from vlbench.core import VLBenchError
+    from vlbench.runner import run_from_config
 
-    from vlbench.cli import load_config
-    from vlbench.core import VLBenchError, resolve_spec
-    from vlbench.runner import Run
-    from vlbench.sweep import expand, load_sweep
-
-    sweep = args.config and "grid" in (yaml.safe_load(Path(args.config).read_text()) or {})
-    config = expand(load_sweep(args.config).grid)[0].to_dict() if sweep else load_config(args.config)  # its first run
-    for key in ("results", "eval_backbone", "eval_backbones", "eval_backbone_options"):  # the buffer is the condensing side's
-        config.pop(key, None)
     sizes = {k: v for k, v in (("num_experts", args.num), ("train_epochs", args.epochs)) if v is not None}
-    config["condenser_options"] = {**config.get("condenser_options", {}), **sizes}
     flags = {"condenser": args.condenser, "dataset": args.dataset, "backbone": args.backbone,
              "data_root": args.data_root, "device": args.device}
     # the buffer does not depend on the budget: any valid one resolves the run when the config names none
-    run = Run(resolve_spec({"condenser": "tm-lora", "budget": 1, **config}, flags))
+    run = run_from_config(args.config, {"condenser": "tm-lora", "budget": 1}, flags, sizes)
     if "expert_buffer" not in run.condenser_cls.requires:
         raise VLBenchError(f"condenser {run.spec.condenser!r} uses no expert trajectories (try tm or tm-lora)")
     return run

@@ -108,3 +108,23 @@ def test_leaderboard_and_help_run_with_torch_unimportable(tmp_path):
     assert board.returncode == 0, board.stderr
     assert "tm-lora" in out.read_text() and "| full" in out.read_text()
     assert vlbench("--help").returncode == 0
+
+
+def test_first_party_plugins_import_only_the_public_api():
+    import ast
+
+    import vlbench
+
+    public = set(vlbench.PUBLIC_MODULES)
+    files = [*(REPO / "plugins").glob("*.py"), *(REPO / "plugins" / "vlbench-kmeans").rglob("*.py")]
+    used = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "vlbench":
+                used.add((path.name, node.module, *(a.name for a in node.names if node.module == "vlbench")))
+    assert used
+    for name, module, *names in used:
+        if module == "vlbench":
+            assert set(names) <= set(vlbench.__all__), (name, names)
+        else:
+            assert any(module == m or module.startswith(m + ".") for m in public), (name, module)

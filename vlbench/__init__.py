@@ -17,7 +17,9 @@ __all__ = ["hookimpl", "__version__", *_CORE, *_API]
 #: Shared engines and helpers that plugins build on (method code shared by several condensers).
 PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
                   "vlbench.text_encoders", "vlbench.storage", "vlbench.data", "vlbench.train", "vlbench.testing",
-                  "vlbench.stages", "vlbench.artifacts", "vlbench.costs")
+                  "vlbench.stages", "vlbench.artifacts", "vlbench.costs",
+                  # a plugin's own command resolves a run and builds its stages as the harness does
+                  "vlbench.runner", "vlbench.condensing")
 
 
 def __getattr__(name: str):

@@ -30,6 +30,16 @@ CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results",
 
 
 def load_config(path: str | None) -> dict[str, Any]:
+    """A run's YAML config: a mapping of RunSpec options (and `results`, `eval_backbones`)."""
+    config = read_yaml(path)
+    unknown = set(config) - set(CONFIG_KEYS)
+    if unknown:
+        raise VLBenchError(f"config {path}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(CONFIG_KEYS)})")
+    return config
+
+
+def read_yaml(path: str | None) -> dict[str, Any]:
+    """A YAML mapping (none: empty); a file that cannot be read or parsed is one line."""
     if path is None:
         return {}
     try:
@@ -42,9 +52,6 @@ def load_config(path: str | None) -> dict[str, Any]:
         raise VLBenchError(f"cannot read config {path}{where}: {getattr(e, 'problem', None) or e}") from e
     if not isinstance(config, dict):
         raise VLBenchError(f"config {path} must be a mapping of option: value, got {type(config).__name__}")
-    unknown = set(config) - set(CONFIG_KEYS)
-    if unknown:
-        raise VLBenchError(f"config {path}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(CONFIG_KEYS)})")
     return config
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from tqdm import tqdm
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from vlbench import validation
 from vlbench.api import Backbone, Condenser, ImageTextDataset, Pairs, RunSpec, TrainProtocol, VLBenchError, VLModel, stable_hash
 from vlbench.condensing import PluginError
+from vlbench.core import resolve_spec
 from vlbench.data.transforms import train_augment
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
@@ -186,6 +187,22 @@ class Run:
         with tqdm(total=protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
             train(model, data, protocol, seed, learned_lrs=lrs, device=self.device, augment=self.augment,
                   progress=bar.update)
+
+
+def run_from_config(path: str | None, defaults: dict[str, Any], flags: dict[str, Any],
+                    condenser_options: dict[str, Any] | None = None, progress: bool = True) -> Run:
+    """The run a command's `--config` file describes (a run YAML, or a sweep YAML: its first run), resolved as
+    `vlbench run` resolves one: `defaults` < the file < `flags` (None: not given), with `condenser_options`
+    over the file's. Only the condensing side: the file's evaluation backbones and results are left out."""
+    from vlbench.cli import load_config, read_yaml
+    from vlbench.sweep import expand, load_sweep
+
+    config = expand(load_sweep(path).grid)[0].to_dict() if "grid" in read_yaml(path) else load_config(path)
+    for key in ("results", "eval_backbone", "eval_backbones", "eval_backbone_options"):
+        config.pop(key, None)
+    if condenser_options:
+        config["condenser_options"] = {**config.get("condenser_options", {}), **condenser_options}
+    return Run(resolve_spec({**defaults, **config}, flags), progress=progress)
 
 
 def resolved(spec: RunSpec | Run, plugins: Registry | None = None, progress: bool = True) -> Run:
