@@ -108,6 +108,20 @@ def test_evaluation_uses_the_split_asked_for(env, monkeypatch):
         assert records(results)[0]["split"] == split
 
 
+def test_a_run_reads_its_data_set_once_and_a_recorded_one_not_at_all(env, monkeypatch):
+    from vlbench.data.synthscenes import SynthScenes
+
+    loads = []
+    real_load = SynthScenes.load
+    monkeypatch.setattr(SynthScenes, "load", lambda self, root: loads.append(root) or real_load(self, root))
+    base, config = env
+    args = ["run", "--condenser", "random", "--budget", "5", "--evals", "1", "--config", str(config),
+            "--results", str(base / "read-once")]
+    assert main(args) == 0
+    assert len(loads) == 1  # checked for a record, then run, on one reading
+    assert main(args) == 0 and len(loads) == 1  # a record is found by the run key alone: no data set is read
+
+
 def test_a_broken_condenser_output_is_one_line_and_never_cached(env, capsys, monkeypatch):
     from vlbench_plugins.random_subset import RandomPairs
 
