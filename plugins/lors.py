@@ -43,6 +43,7 @@ class LoRS(TMCondenser):
     Config = LoRSConfig
     extras = frozenset({"learned_lrs", "soft_targets"})
     matches = "lora"
+    added_later = {**TMCondenser.added_later, "target_loss": "cross_entropy"}  # the val records before it
 
     def learnables(self, ctx: CondenseContext, setup: Setup):
         n, c = len(setup.images), self.config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -87,13 +87,13 @@ class TMCondenser(Condenser):
     def bounded_pixels(self) -> bool:
         return self.config.clamp_pixels
 
+    #: Options added after runs were recorded, with the value those runs had: at that value an option
+    #: stays out of the condensed sets' keys and the records' config hashes, so those runs keep theirs.
+    added_later: ClassVar[dict[str, Any]] = {"unroll": "full"}
+
     def config_dict(self) -> dict:
-        # `unroll` came after recorded runs: at its default ("full") it stays out of the condensed
-        # sets' keys and the records' config hashes, so those runs keep theirs
         config = super().config_dict()
-        if config["unroll"] == "full":
-            del config["unroll"]
-        return config
+        return {k: v for k, v in config.items() if k not in self.added_later or v != self.added_later[k]}
 
     # ----------------------------------------------------------------- experts
 
