@@ -62,6 +62,11 @@ def test_a_spelled_out_default_backbone_option_is_the_default_run():
     other = Run(RunSpec("random", 5, backbone_options={"lora_rank": 2}), progress=False)
     assert other.backbone.id != "tinyvit-minilm" and other.run_key != default.run_key
     assert other.spec.backbone_options == {"lora_rank": 2}
+    # evaluated on its own name with the same effective options: the plain run
+    plain = Run(RunSpec("random", 5, backbone_options={"pretrained": None}), progress=False)
+    same = Run(RunSpec("random", 5, backbone_options={"pretrained": None, "lora_rank": 4},
+                       eval_backbone="tinyvit-minilm", eval_backbone_options={"pretrained": None}), progress=False)
+    assert same.spec == plain.spec and same.run_key == plain.run_key and same.eval_backbone is same.backbone
 
 
 def test_the_full_reference_resolves_its_budget_and_keeps_its_committed_run_key():

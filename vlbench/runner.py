@@ -63,6 +63,8 @@ class Run:
         if dataset is not None:
             self.dataset = dataset  # read once by the caller for many runs (a sweep's plan)
         self.spec = self._resolved(spec)
+        if self.spec.eval_backbone is None:  # its effective options are the condensing backbone's: the plain run
+            self.eval_backbone = self.backbone
 
     def _resolved(self, spec: RunSpec) -> RunSpec:
         effective = {"backbone_options": self.backbone.config}
