@@ -21,7 +21,7 @@ def condense(name: str, work_dir, **options):
 
 @pytest.mark.parametrize("unroll", ["full", "tesla"])
 def test_lors_at_similarity_lr_0_is_tm_lora_bit_for_bit(vlbench_cache, tmp_path, unroll):
-    lors = condense("lors", tmp_path / "lors", lr_sim=0.0, unroll=unroll)
+    lors = condense("lors", tmp_path / "lors", lr_sim=0.0, unroll=unroll, target_loss="cross_entropy")
     tm_lora = condense("tm-lora", tmp_path / "tm-lora", unroll=unroll)
     assert torch.equal(lors.images, tm_lora.images) and torch.equal(lors.text_features, tm_lora.text_features)
     assert torch.equal(lors.dense_targets(), torch.eye(10))  # S never left the identity
@@ -31,7 +31,7 @@ def test_lors_at_similarity_lr_0_is_tm_lora_bit_for_bit(vlbench_cache, tmp_path,
 def test_the_similarity_factors_get_gradients_and_learn(vlbench_cache, tmp_path):
     from vlbench_plugins.lors import LoRS
 
-    c, ctx = LoRS(**TINY), make_context(tmp_path, budget=10)
+    c, ctx = LoRS(**TINY, target_loss="cross_entropy"), make_context(tmp_path, budget=10)
     setup = c.setup(ctx)
     d = c.distiller(ctx, setup)
     sum(d.matching(0).values()).backward()
@@ -69,7 +69,7 @@ def test_wbce_lors_reads_s_per_entry_and_its_set_says_so(vlbench_cache, tmp_path
     (under cross-entropy it gets exactly none, above); the set records the loss for evaluation."""
     from vlbench_plugins.lors import LoRS
 
-    c, ctx = LoRS(**TINY, target_loss="wbce"), make_context(tmp_path, budget=10)
+    c, ctx = LoRS(**TINY), make_context(tmp_path, budget=10)  # the default: wbce
     setup = c.setup(ctx)
     d = c.distiller(ctx, setup)
     sum(d.matching(0).values()).backward()
