@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, stable_hash
+from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option, stable_hash
 from vlbench.artifacts import cached
 from vlbench.coreset import check_budget, check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.stages import Stage, StageInput
@@ -22,10 +22,11 @@ PROBE_VERSION = 1
 
 @dataclass
 class ForgettingConfig:
-    epochs: int = 6  # epochs of full-data training; forgetting events happen between consecutive ones
-    # The full-data training lr: `full`'s, chosen on val (docs/protocol.md). None: the protocol's, whose
-    # 0.03 is chosen for small sets and diverged on all pairs for one of three seeds (docs/coresets.md).
-    lr: float | None = 0.01
+    epochs: int = option(6, "epochs of full-data training; forgetting events happen between consecutive ones")
+    # 0.03, the protocol's, is chosen for small sets and diverged on all pairs for one of three seeds
+    # (docs/coresets.md).
+    lr: float | None = option(0.01, "full-data training lr: full's, chosen on val (docs/protocol.md); "
+                                    "null: the protocol's")
 
     def __post_init__(self):
         if self.epochs < 2:

@@ -15,20 +15,20 @@ from dataclasses import dataclass
 
 import torch
 
-from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError
+from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError, option
 from vlbench.tm import Distiller, Learnable, Setup, TMCondenser, TMConfig, derived_seed
 from vlbench.train import TARGET_LOSSES
 
 
 @dataclass
 class LoRSConfig(TMConfig):
-    lr_sim: float = 1.0  # outer SGD lr of a, L and R (chosen on val: configs/tuning/lors.yaml; LoRS's script: 10)
-    sim_rank: int = 10  # r (--sim_rank 10)
-    sim_alpha: float = 3.0  # alpha: the low-rank term is scaled by alpha / r (--alpha 3)
-    #: How S is read, in distillation and evaluation alike: "wbce" (LoRS's --loss_type WBCE: each entry
-    #: its own match probability; chosen on val) or "cross_entropy" (rows as distributions; with lr_sim 0
-    #: it is tm-lora exactly).
-    target_loss: str = "wbce"
+    lr_sim: float = option(1.0, "outer SGD lr of a, L and R (chosen on val: configs/tuning/lors.yaml; "
+                                "LoRS's script: 10)")
+    sim_rank: int = option(10, "r, the rank of the learned similarity (--sim_rank 10)")
+    sim_alpha: float = option(3.0, "alpha: the low-rank term is scaled by alpha / r (--alpha 3)")
+    #: How S is read, in distillation and evaluation alike; with cross_entropy and lr_sim 0 it is tm-lora exactly.
+    target_loss: str = option("wbce", "how S is read: wbce (LoRS's --loss_type WBCE, each entry its own match "
+                                      "probability; chosen on val) or cross_entropy (rows as distributions)")
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,4 +1,5 @@
 """Plugin options declared once (a `Config` dataclass), checked when given, listed by `vlbench list --options`."""
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -37,7 +38,6 @@ def test_backbones_declare_a_config_and_refuse_bad_values_and_combinations():
     for name in reg.names("backbone"):
         cls = reg.get("backbone", name)
         assert cls.Config.__dataclass_fields__ and cls.defaults == option_defaults(cls.Config), name
-        assert all(f.metadata.get("help") for f in cls.Config.__dataclass_fields__.values()), name
     vit, convnet = reg.get("backbone", "tinyvit-minilm"), reg.get("backbone", "convnet-minilm")
     with pytest.raises(VLBenchError, match="image_size 30 must be a multiple of patch_size 12"):
         vit(image_size=30)
@@ -47,6 +47,31 @@ def test_backbones_declare_a_config_and_refuse_bad_values_and_combinations():
         convnet(image_size=4)
     with pytest.raises(VLBenchError, match="normalization must be 'model' or 'clip'"):
         reg.get("backbone", "nfnet-bert")(normalization="imagenet")  # before any weight is loaded
+
+
+def test_every_first_party_option_has_help():
+    from vlbench.plugins import registry
+
+    reg, without_help = registry(), []
+    for kind in ("condenser", "backbone", "dataset"):
+        for name in reg.names(kind):
+            if reg.origin(kind, name).distribution == "vlbench":
+                fields = dataclasses.fields(reg.get(kind, name).Config)
+                without_help += [f"{kind} {name}: {f.name}" for f in fields if not f.metadata.get("help")]
+    assert not without_help
+
+
+def test_data_sets_declare_a_config_checked_in_one_line():
+    from vlbench.plugins import registry
+
+    flickr = registry().get("dataset", "flickr30k")
+    assert flickr.defaults == {"caption_cleaning": "vlbench"} and flickr().options == flickr.defaults
+    assert flickr(caption_cleaning="official").options == {"caption_cleaning": "official"}
+    with pytest.raises(VLBenchError, match=r"data set 'flickr30k' has no option\(s\) cleaning \(options: caption_cleaning\)"):
+        flickr(cleaning="official")
+    with pytest.raises(VLBenchError, match="data set 'flickr30k' option 'caption_cleaning' must be str, got 1"):
+        flickr(caption_cleaning=1)
+    assert registry().get("dataset", "synthscenes")().options == {}
 
 
 def test_tm_segments_beyond_the_experts_fail_at_resolution():
@@ -68,5 +93,10 @@ def test_list_options_prints_defaults_and_help(capsys):
     assert any(line.split()[:2] == ["lora_targets", "[qkv,"] for line in out)
     assert main(["list", "--options", "full"]) == 0
     assert "epochs  8.0" in capsys.readouterr().out
+    assert main(["list", "--options", "tm-lora"]) == 0
+    (iterations,) = [line.split(None, 2) for line in capsys.readouterr().out.splitlines() if line.split()[0] == "iterations"]
+    assert iterations[1:] == ["100", "outer iterations (steps of the synthetic data)"]
+    assert main(["list", "--options", "coco"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(None, 2)[:2] == ["caption_cleaning", "vlbench"]
     assert main(["list", "--options", "tinyvit"]) == 2
     assert "no plugin is called 'tinyvit' (did you mean 'tinyvit-minilm'?)" in capsys.readouterr().err

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from vlbench.core import (  # noqa: F401 (re-exported)
-    SIDES, SPLITS, RunSpec, TrainProtocol, VLBenchError, cache_dir, make_config, option, option_defaults, stable_hash,
+    SIDES, SPLITS, Configured, RunSpec, TrainProtocol, VLBenchError, cache_dir, make_config, option, option_defaults,
+    stable_hash,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 
@@ -71,26 +72,16 @@ class ImageTextDataset:
         return self.splits[name]
 
 
-def with_defaults(kind: str, name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """A plugin's options: `defaults` updated by `given`; an option it does not take is a one-line error."""
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise VLBenchError(f"{kind} {name!r} has no option(s) {', '.join(sorted(unknown))} "
-                           f"(options: {', '.join(defaults) or 'none'})")
-    return {**defaults, **given}
+class DatasetSource(Configured, ABC):
+    """A named, loadable data set (registered by plugins); its options are its `Config` (`Configured`)."""
 
-
-class DatasetSource(ABC):
-    """A named, loadable data set (registered by plugins)."""
-
+    kind = "data set"
     name: ClassVar[str]
     #: Whether positions are meaningful (left/right in captions): then no horizontal flips.
     flip_safe: ClassVar[bool] = True
-    #: Every option the data set takes, with its default; any other option is an error.
-    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
-        self.options = with_defaults("data set", self.name, self.defaults, options)
+        self.options = self.checked_options(options)
 
     @abstractmethod
     def load(self, data_root: Path | None) -> ImageTextDataset:
@@ -156,22 +147,15 @@ class VLModel(nn.Module):
         return {n for n in self.trainable_parameters() if "lora_" in n}
 
 
-class Backbone(ABC):
-    """A named model family: builds fresh VLModels, owns the frozen text encoder and transforms."""
+class Backbone(Configured, ABC):
+    """A named model family: builds fresh VLModels, owns the frozen text encoder and transforms. Its options
+    are its `Config` (`Configured`), type-checked when given."""
 
+    kind = "backbone"
     name: ClassVar[str]
-    #: Its options: a dataclass whose fields (`vlbench.core.option`: default and help) are every option it
-    #: takes, type-checked when given; its `__post_init__` refuses bad combinations, before any work.
-    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [])
-    #: {option: default}, read from `Config`.
-    defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        cls.defaults = option_defaults(cls.Config)
 
     def __init__(self, **options: Any):
-        self.options = dataclasses.asdict(make_config("backbone", self.name, self.Config, options))
+        self.options = self.checked_options(options)
         # Only what differs from the defaults: spelling out a default gives the default's id and caches.
         self.config = {k: v for k, v in self.options.items() if v != self.defaults[k]}
 

@@ -97,6 +97,26 @@ def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) and not typing.get_args(hint) else str(hint).replace("typing.", "")
 
 
+class Configured:
+    """A plugin class whose options are a `Config` dataclass (backbones, data sets): `defaults` is read from
+    it, and `checked_options` turns what a user gave into every option's value, or one line."""
+
+    kind: typing.ClassVar[str]
+    name: typing.ClassVar[str]
+    #: Its fields (`option`: default and help) are every option the plugin takes; its `__post_init__` may
+    #: refuse bad combinations, before any work.
+    Config: typing.ClassVar[type] = dataclasses.make_dataclass("Config", [])
+    #: {option: default}, read from `Config`.
+    defaults: typing.ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = option_defaults(cls.Config)
+
+    def checked_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        return dataclasses.asdict(make_config(self.kind, self.name, self.Config, given))
+
+
 @dataclass(frozen=True)
 class TrainProtocol:
     """How a fresh model is trained: the same code trains experts and evaluation models."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from vlbench.api import DatasetSource, ImageTextDataset, VLBenchError
+from vlbench.api import DatasetSource, ImageTextDataset, VLBenchError, option
 from vlbench.data.blip import blip_entries
 from vlbench.data.karpathy import Entry, build_dataset, karpathy_entries, read_json
 
@@ -33,6 +33,12 @@ class Annotations:
                              cleaning=cleaning)
 
 
+@dataclass
+class KarpathyConfig:
+    caption_cleaning: str = option("vlbench", "vlbench (all punctuation stripped) or official (the official "
+                                              "code's pre_caption)")
+
+
 class KarpathySource(DatasetSource):
     """A photo collection whose data root holds its images and Karpathy-split annotations."""
 
@@ -40,8 +46,7 @@ class KarpathySource(DatasetSource):
     karpathy_image_dir: ClassVar[str]  # where its (filepath/)filename paths start, under the root
     blip_files: ClassVar[dict[str, str]]  # split -> BLIP-style file; their image paths start at the root
     expected_images: ClassVar[dict[str, int]]  # images per split of the standard Karpathy split
-    #: caption_cleaning: "vlbench" (all punctuation stripped) or "official" (the official code's pre_caption)
-    defaults: ClassVar[dict[str, Any]] = {"caption_cleaning": "vlbench"}
+    Config = KarpathyConfig
 
     def annotations(self, data_root: Path | None) -> Annotations:
         root = self._root(data_root)

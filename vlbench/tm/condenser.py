@@ -22,6 +22,7 @@ from vlbench.api import (
     TrainProtocol,
     VLBenchError,
     VLModel,
+    option,
 )
 from vlbench.coreset import check_budget
 from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
@@ -31,17 +32,17 @@ from vlbench.tm.inner import BatchLoss, Student
 
 @dataclass
 class TMConfig(DistillConfig):
-    num_experts: int = 2  # paper: 20
-    train_epochs: int = 2  # epochs per expert (paper: 10)
-    expert_lr: float = 0.01  # paper: 0.1
-    expert_momentum: float = 0.0  # plain SGD (a momentum buffer would restart at every epoch)
-    expert_batch_size: int = 128  # paper: 128
-    expert_weight_decay: float | None = None  # null: the protocol's weight decay (official: 0)
-    # "none", "crop_flip" or "crop_flip_randaugment" (official: crop + flip + RandomAugment(2, 5))
-    expert_augment: str = "none"
-    # Initialise from real pairs put through expert_augment, as the official code draws its initial
-    # images from its (augmented) training data set; false: the un-augmented images.
-    init_augment: bool = False
+    num_experts: int = option(2, "expert trajectories (paper: 20)")
+    train_epochs: int = option(2, "epochs per expert (paper: 10)")
+    expert_lr: float = option(0.01, "experts' SGD lr (paper: 0.1)")
+    expert_momentum: float = option(0.0, "experts' SGD momentum (0: a momentum buffer would restart every epoch)")
+    expert_batch_size: int = option(128, "experts' batch size (paper: 128)")
+    expert_weight_decay: float | None = option(None, "experts' weight decay; null: the protocol's (official: 0)")
+    expert_augment: str = option("none", "none, crop_flip or crop_flip_randaugment (official: crop + flip + "
+                                         "RandomAugment(2, 5))")
+    # As the official code draws its initial images from its (augmented) training data set.
+    init_augment: bool = option(False, "initialise from real pairs put through expert_augment; false: the "
+                                       "un-augmented images")
 
     def __post_init__(self):
         super().__post_init__()

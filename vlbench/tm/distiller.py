@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vlbench.api import SIDES, VLBenchError
+from vlbench.api import SIDES, VLBenchError, option
 from vlbench.storage import atomic_path
 from vlbench.tm import inner
 from vlbench.tm.experts import Trajectory, derived_seed
@@ -55,43 +55,38 @@ class DistillConfig:
     their defaults are vlbench's. docs/fidelity.md names the official function behind each.
     """
 
-    iterations: int = 100
-    syn_steps: int = 10  # inner SGD steps per iteration (paper: 8)
-    expert_epochs: int = 1  # M: the target is M epochs after the start (paper: 1)
-    max_start_epoch: int = 1  # T+: start epochs are drawn from 0..T+ (paper: 2; see start_epochs)
-    batch_syn: int = 100  # synthetic pairs per inner step (capped at the budget)
-    lr_img: float = 1.0  # outer SGD lr of the pixels; chosen on val (docs/protocol.md; paper: 1000)
-    lr_txt: float = 0.1  # outer SGD lr of the text embeddings; chosen on val (paper: 1000)
-    lr_lr: float = 0.01  # outer SGD lr of the inner learning rates (of their logs with lr_space "log")
-    lr_init: float = 0.03  # initial inner learning rate of both sides (paper: the expert lr, 0.1)
-    # false: no learned lrs; the inner loop is the evaluation protocol's SGD (its lr and momentum 0.9).
-    # On CPU this wins: plain SGD at any lr trains the default model ~2 points worse than momentum
-    # (docs/distillation.md). The paper presets learn them (true).
-    learn_lrs: bool = False
-    momentum: float = 0.5  # outer SGD momentum (paper: 0.5)
-    max_grad_norm: float | None = 1.0  # per-group clipping of the meta-gradients; null: none (official)
-    lr_min: float = 1e-4
-    lr_max: float = 10.0
-    checkpoint_every: int = 25
-    # "inclusive": start epochs 0..max_start_epoch; "exclusive": 0..max_start_epoch-1, as the
-    # official np.random.randint(0, max_start_epoch) draws them.
-    start_epochs: str = "inclusive"
-    # "model": the inner loss scales logits by 1/temperature, as experts and evaluation do; "log":
-    # by log(1/temperature) = 2.66 for 0.07, the official inner loop's never-exponentiated scale.
-    inner_logit_scale: str = "model"
-    # "evaluation": the inner loop runs the SGD evaluation will (momentum and weight decay);
-    # "plain": plain SGD at the inner lr (official).
-    inner_optimizer: str = "evaluation"
-    # "epochs": inner batches walk through shuffled epochs of the synthetic set; "independent": each
-    # step draws a fresh random batch_syn pairs (official). The same when batch_syn >= the budget.
-    inner_batches: str = "epochs"
-    lr_space: str = "log"  # inner lrs learned as their logs ("log") or directly ("linear", official)
-    clamp_pixels: bool = True  # clamp pixels to the valid image range after each step (official: no)
-    renorm_text: bool = True  # keep each text row at its initial norm (official: no)
-    clamp_lrs: bool = True  # keep the inner lrs within [lr_min, lr_max] (official: no)
-    # "full": backpropagate through the stored graph of every inner step (memory grows with
-    # syn_steps); "tesla": TESLA's constant-memory meta-gradient, approximate (docs/distillation.md)
-    unroll: str = "full"
+    iterations: int = option(100, "outer iterations (steps of the synthetic data)")
+    syn_steps: int = option(10, "inner SGD steps per iteration (paper: 8)")
+    expert_epochs: int = option(1, "M: the target is M expert epochs after the start (paper: 1)")
+    max_start_epoch: int = option(1, "T+: start epochs are drawn from 0..T+ (paper: 2; see start_epochs)")
+    batch_syn: int = option(100, "synthetic pairs per inner step (capped at the budget)")
+    lr_img: float = option(1.0, "outer SGD lr of the pixels; chosen on val (docs/protocol.md; paper: 1000)")
+    lr_txt: float = option(0.1, "outer SGD lr of the text embeddings; chosen on val (paper: 1000)")
+    lr_lr: float = option(0.01, "outer SGD lr of the inner learning rates (of their logs with lr_space log)")
+    lr_init: float = option(0.03, "initial inner learning rate of both sides (paper: the expert lr, 0.1)")
+    # On CPU false wins: plain SGD at any lr trains the default model ~2 points worse than momentum
+    # (docs/distillation.md).
+    learn_lrs: bool = option(False, "learn per-side inner lrs (paper presets: true); false: the inner loop is the "
+                                    "evaluation protocol's SGD (its lr, momentum 0.9)")
+    momentum: float = option(0.5, "outer SGD momentum (paper: 0.5)")
+    max_grad_norm: float | None = option(1.0, "per-group norm clipping of the meta-gradients; null: none (official)")
+    lr_min: float = option(1e-4, "lowest learned inner lr (with clamp_lrs)")
+    lr_max: float = option(10.0, "highest learned inner lr (with clamp_lrs)")
+    checkpoint_every: int = option(25, "iterations between checkpoints a rerun resumes from")
+    start_epochs: str = option("inclusive", "inclusive: start epochs 0..max_start_epoch; exclusive: "
+                                            "0..max_start_epoch-1 (official np.random.randint)")
+    inner_logit_scale: str = option("model", "model: the inner loss scales logits by 1/temperature, as experts and "
+                                             "evaluation do; log: by log(1/temperature) (official)")
+    inner_optimizer: str = option("evaluation", "evaluation: the inner loop runs evaluation's SGD (momentum, weight "
+                                                "decay); plain: plain SGD at the inner lr (official)")
+    inner_batches: str = option("epochs", "epochs: inner batches walk through shuffled epochs of the synthetic set; "
+                                          "independent: a fresh random batch per step (official)")
+    lr_space: str = option("log", "inner lrs learned as their logs (log) or directly (linear, official)")
+    clamp_pixels: bool = option(True, "clamp pixels to the valid image range after each step (official: false)")
+    renorm_text: bool = option(True, "keep each text row at its initial norm (official: false)")
+    clamp_lrs: bool = option(True, "keep the inner lrs within [lr_min, lr_max] (official: false)")
+    unroll: str = option("full", "full: backpropagate through every stored inner step (memory grows with "
+                                 "syn_steps); tesla: TESLA's constant-memory meta-gradient, approximate")
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
