@@ -1,0 +1,55 @@
+"""The condensed set's cache: runs that share one set (its evaluation backbones, run in parallel)
+condense it once, under its lock; the others wait and reuse it."""
+import threading
+import time
+
+from vlbench.core import RunSpec
+from vlbench_plugins.random_subset import RandomPairs
+
+
+class HeldRandom(RandomPairs):
+    """`random`, counting its condenses and holding the first open until `release` is set."""
+
+    calls = 0
+    started, release = threading.Event(), threading.Event()
+
+    def condense(self, ctx):
+        type(self).calls += 1
+        self.started.set()
+        assert self.release.wait(60)
+        return super().condense(ctx)
+
+
+def test_runs_sharing_a_set_condense_it_once_the_second_waits_and_reuses(tmp_path, monkeypatch):
+    from vlbench.condensing import condensed_set
+    from vlbench.data.synthscenes import generate
+    from vlbench.runner import Run
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+    generate(tmp_path / "data", seed=0, train=24, val=0, test=12, pretrain=0)
+    options = dict(condenser="random", budget=6, data_root=str(tmp_path / "data"), device="cpu",
+                   backbone_options={"pretrained": None})
+    runs = [Run(RunSpec(**options), progress=False),
+            Run(RunSpec(**options, eval_backbone="convnet-minilm", eval_backbone_options={"pretrained": None}),
+                progress=False)]
+    assert runs[0].condense_key == runs[1].condense_key and runs[0].run_key != runs[1].run_key
+    for run in runs:
+        run.condenser = HeldRandom()
+    train = runs[0].load_pairs()[0]
+    got = [None, None]
+
+    def condense(i):
+        got[i] = condensed_set(runs[i], train)
+
+    first = threading.Thread(target=condense, args=(0,))
+    first.start()
+    assert HeldRandom.started.wait(60)  # the first run is condensing, inside the set's lock
+    second = threading.Thread(target=condense, args=(1,))
+    second.start()
+    time.sleep(0.5)  # time enough to reach the set: it must be waiting for the lock, not condensing too
+    HeldRandom.release.set()
+    first.join(60), second.join(60)
+    (set0, path0, cached0), (set1, path1, cached1) = got
+    assert HeldRandom.calls == 1
+    assert (cached0, cached1) == (False, True) and path0 == path1
+    assert set0.source_indices.tolist() == set1.source_indices.tolist()
