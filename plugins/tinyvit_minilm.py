@@ -16,11 +16,9 @@ import functools
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import peft
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, option, stable_hash
@@ -28,6 +26,10 @@ from vlbench.artifacts import cached
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
 from vlbench.storage import atomic_write_json, save_tensors
 from vlbench_plugins.tinyvit_pretrain import cell_features
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
+
 
 @dataclass
 class EmbeddedConfig:
@@ -173,6 +175,7 @@ class EmbeddedBackbone(Backbone):
         return encoder.state_dict(), accuracy
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
+        import peft  # here: it imports transformers (longer than torch), which resolving a run never needs
         from safetensors.torch import load_file
 
         path = self.checkpoint_path()
@@ -201,6 +204,8 @@ class TinyViTMiniLM(EmbeddedBackbone):
     checkpoint_prefix = "tinyvit"
 
     def encoder(self) -> VisionTransformer:
+        from timm.models.vision_transformer import VisionTransformer  # here: timm imports torchvision, seconds
+
         o = self.options
         return VisionTransformer(
             img_size=o["image_size"], patch_size=o["patch_size"], embed_dim=o["width"], depth=o["depth"],
