@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, VLModel
+from vlbench.api import CondensedSet, CondenseContext, Condenser, VLBenchError, VLModel, option
 
 
 @dataclass
 class KMeansConfig:
-    iterations: int = 25  # Lloyd iterations after k-means++ seeding
+    iterations: int = option(25, "Lloyd iterations after k-means++ seeding")
 
 
 class KMeansPrototypes(Condenser):
