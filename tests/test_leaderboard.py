@@ -177,6 +177,15 @@ def test_summary_is_a_budget_by_condenser_grid():
     assert "**31.0 ± 1.0**" in text and "Full data (40000 pairs, full): 80.0" in text
 
 
+def test_summary_gives_an_ablation_its_own_column():
+    ablation = seeds("lors", [10.0, 11.0, 12.0], config={"lr_sim": 0.0})
+    for run in ablation:
+        run["spec"]["condenser_options"] = {"lr_sim": 0.0}
+    text = summary_markdown(seeds("lors", [30.0, 31.0, 32.0], config={"lr_sim": 1.0}) + ablation)
+    assert " ".join(text.split()).count("| pairs | lors | lors (lr_sim 0.0) |") == 1
+    assert "**31.0 ± 1.0**" in text and "11.0 ± 1.0" in text  # neither row hides the other
+
+
 def test_write_leaderboard(tmp_path):
     store = ResultsStore(tmp_path)
     store.add(record())

@@ -246,6 +246,7 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "version": r["condenser"]["version"],
         "config": r["condenser"].get("config", {}),
         "config_hash": config_hash(r),
+        "options": r.get("spec", {}).get("condenser_options") or {},  # as the run set them
         "reference": reference,
         "budget": r["budget"],
         "learned_lrs": r["condensed"].get("learned_lrs") is not None,
@@ -326,15 +327,21 @@ def summary_markdown(records: list[dict[str, Any]], split: str = "test") -> str:
     parts = []
     for table in tables(records, split):
         rows = [r for r in table.rows if not r["reference"]]
-        names = sorted({r["condenser"] for r in rows}, key=lambda n: (n != BASELINE, n))
+        names = sorted({_column(r) for r in rows}, key=lambda n: (n != BASELINE, n))
         budgets = sorted({r["budget"] for r in rows})
-        grid = {(r["budget"], r["condenser"]): _mean_cell(r) for r in rows}
+        grid = {(r["budget"], _column(r)): _mean_cell(r) for r in rows}
         body = [[b, *(grid.get((b, n), "—") for n in names)] for b in budgets]
         parts.append(f"{table.heading}\n\n" + tabulate(body, headers=["pairs", *names], tablefmt="github",
                                                          disable_numparse=True))
         for ref in (r for r in table.rows if r["reference"]):
             parts.append(f"Full data ({ref['budget']} pairs, {ref['condenser']}): {ref['mean_mean']:.1f} ± {ref['mean_std']:.1f}.")
     return "\n\n".join(parts) + "\n"
+
+
+def _column(row: dict[str, Any]) -> str:
+    """The summary's column of a row: the condenser, and the options its runs set, if any (an ablation)."""
+    options = ", ".join(f"{k} {v}" for k, v in sorted(row["options"].items()))
+    return f"{row['condenser']} ({options})" if options else row["condenser"]
 
 
 def leaderboard_csv(records: list[dict[str, Any]], split: str = "test") -> str:
