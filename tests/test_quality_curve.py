@@ -76,6 +76,7 @@ def test_points_are_one_family_over_condensing_seeds(quality_curve, results):
     assert first["mean_mean"] == pytest.approx(42.0) and first["mean_std"] == pytest.approx(2 ** 1.5)  # stdev(40, 44)
     assert first["std_over"] == "seeds" and first["seeds"] == [0, 1]
     assert first["condense_wall_s"] == pytest.approx((300 + 320) / 2 + 60)  # own time plus the expert buffer
+    assert first["distil_s"] == pytest.approx((300 + 320) / 2)  # own time alone, the plot's time axis
     assert rows[-1]["std_over"] == "models"  # one seed: the spread of its evaluation models
     assert sorted(randoms) == [100, 200] and randoms[100]["mean_mean"] == pytest.approx(10.0)
     assert table.split == "val"
@@ -91,7 +92,7 @@ def test_writes_the_png_and_the_table(quality_curve, results, tmp_path):
     lines = (tmp_path / "out" / "curve.md").read_text().splitlines()
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
     assert body[0][:4] == ["iterations", "syn_steps", "unroll", "mean recall (%)"]
-    assert body[1][:6] == ["100", "10", "full", "42.0 ± 2.8", "0, 1", "6.2"]
+    assert body[1][:7] == ["100", "10", "full", "42.0 ± 2.8", "0, 1", "5.2", "6.2"]
     assert body[4][:4] == ["1000", "10", "full", "55.0 ± 0.5 (std over evaluation models)"]
     assert [row[0] for row in body[5:]] == ["random, 100 pairs", "random, 200 pairs"]
     assert body[6][3] == "25.0 ± 0.5 (std over evaluation models)"
