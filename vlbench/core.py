@@ -35,17 +35,15 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _check_types(obj: Any, types: dict[str, type | tuple[type, ...]], what: str) -> None:
-    """One line per mistyped option (a YAML `budget: "abc"` must not become a traceback later)."""
-    for name, expected in types.items():
+def _check_types(obj: Any, what: str) -> None:
+    """One line per field whose value does not have its annotated type (a YAML `budget: "abc"` must not
+    become a traceback later); an int given for a float field becomes that float."""
+    for name, hint in typing.get_type_hints(type(obj)).items():
         value = getattr(obj, name)
-        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, float))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(obj, name, float(value))  # YAML writes 1e-2 as a string but 1 as an int
-            ok = True
-        if not ok:
-            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            raise VLBenchError(f"{what} option {name!r} must be {names}, got {value!r}")
+        elif not _fits(value, hint):
+            raise VLBenchError(f"{what} option {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
 def option(default: Any, help: str) -> Any:
@@ -135,9 +133,7 @@ class TrainProtocol:
     version: str = "2"
 
     def __post_init__(self):
-        _check_types(self, {"steps": int, "batch_size": int, "lr": float, "momentum": float, "weight_decay": float,
-                            "learned_lr_momentum": float, "augment": bool, "learned_lr_sides": str, "version": str},
-                     "protocol")
+        _check_types(self, "protocol")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise VLBenchError("protocol steps and batch_size must be >= 1 and lr > 0")
         if self.learned_lr_sides not in ("per_side", "image"):
@@ -173,10 +169,7 @@ class RunSpec:
     eval_backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_types(self, {"condenser": str, "budget": int, "dataset": str, "backbone": str, "data_root": (str, type(None)),
-                            "evals": int, "seed": int, "split": str, "condenser_options": dict, "backbone_options": dict,
-                            "dataset_options": dict, "protocol": TrainProtocol, "device": str,
-                            "eval_backbone": (str, type(None)), "eval_backbone_options": dict}, "run")
+        _check_types(self, "run")
         if self.eval_backbone == self.backbone and self.eval_backbone_options in ({}, self.backbone_options):
             object.__setattr__(self, "eval_backbone", None)  # evaluated on what condensed it: the plain run
         if self.eval_backbone is None:  # one config serves runs with and without --eval-backbone
