@@ -427,8 +427,13 @@ class Condenser(ABC):
     def __init__(self, **options: Any):
         self.config = make_config("condenser", self.name, self.Config, options)
 
+    #: Options added after runs were recorded, with the value those runs had: at that value an option
+    #: stays out of the condensed sets' keys and the records' config hashes, so those runs keep theirs.
+    added_later: ClassVar[dict[str, Any]] = {}
+
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        config = dataclasses.asdict(self.config)
+        return {k: v for k, v in config.items() if k not in self.added_later or v != self.added_later[k]}
 
     def bounded_pixels(self) -> bool:
         """Whether its images stay in the valid image range (checked before caching); a method that

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -88,13 +88,7 @@ class TMCondenser(Condenser):
     def bounded_pixels(self) -> bool:
         return self.config.clamp_pixels
 
-    #: Options added after runs were recorded, with the value those runs had: at that value an option
-    #: stays out of the condensed sets' keys and the records' config hashes, so those runs keep theirs.
-    added_later: ClassVar[dict[str, Any]] = {"unroll": "full"}
-
-    def config_dict(self) -> dict:
-        config = super().config_dict()
-        return {k: v for k, v in config.items() if k not in self.added_later or v != self.added_later[k]}
+    added_later = {"unroll": "full"}
 
     # ----------------------------------------------------------------- experts
 
