@@ -342,6 +342,17 @@ def test_broken_plugin_does_not_take_down_the_cli(site):
     assert done.stderr.count("vlbench-broken") == 1
 
 
+@pytest.mark.parametrize("argv", [["list", "--options", "tm-lora"], ["plugins"]])
+def test_a_reader_that_stops_early_gets_no_traceback(argv):
+    """`vlbench list --options tm-lora | head`: the pipe closes before vlbench writes; it stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "vlbench.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    stderr = proc.stderr.read()
+    assert proc.wait() == 141  # 128 + SIGPIPE, as for any command whose reader went away
+    assert stderr == "", stderr
+
+
 # The CLI's own entry, then which heavy modules the command imported.
 CLI = """
 import sys

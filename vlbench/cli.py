@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -272,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help's SystemExit included
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    except BrokenPipeError:
+        # The reader stopped early (`vlbench list | head`): not an error. Point stdout at /dev/null so
+        # that the interpreter's own flush at exit cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as the shell reports any command whose reader went away
+
+
+def _main(argv: list[str] | None) -> int:
     argv, args = sys.argv[1:] if argv is None else argv, None
     try:
         # Plugins add commands, so they load before parsing: strictly if the flag is anywhere.
