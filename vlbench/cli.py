@@ -30,6 +30,16 @@ RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals",
 CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results", "eval_backbones"})
 
 
+def run_config(path: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The options of a run YAML, or of the one run of a sweep YAML (a preset) that `flags` pick (`one_run`)."""
+    config = read_yaml(path)
+    if "grid" not in config:
+        return load_config(path)
+    from vlbench.sweep import one_run
+
+    return {**one_run(path, flags).to_dict(), **({"results": config["results"]} if "results" in config else {})}
+
+
 def load_config(path: str | None) -> dict[str, Any]:
     """A run's YAML config: a mapping of RunSpec options (and `results`, `eval_backbones`)."""
     config = read_yaml(path)
@@ -77,10 +87,10 @@ def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> 
 def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
     """Merge defaults, the YAML config and the flags (flags win) into checked RunSpecs, before any work:
     one per evaluation backbone (`--eval-backbone a,b`, `eval_backbones: [a, b]`), else one."""
-    config = with_eval_backbones(load_config(args.config))
+    flags = {flag: getattr(args, flag) for flag in RUN_FLAGS}
+    config = with_eval_backbones(run_config(args.config, flags))
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
     names = args.eval_backbone.split(",") if args.eval_backbone else config.pop("eval_backbone", None)
-    flags = {flag: getattr(args, flag) for flag in RUN_FLAGS}
     specs = [resolve_spec({**config, "eval_backbone": name}, flags) for name in (names if isinstance(names, list) else [names])]
     if args.option or args.backbone_opt:
         specs = [_with_assignments(spec, args.option, args.backbone_opt) for spec in specs]
@@ -244,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
                      help="a backbone option (repeatable), typed by its default")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--config", help="YAML file with any of these options (flags override it)")
+    run.add_argument("--config", help="YAML file with any of these options (flags override it), or a sweep file: "
+                                      "flags on what its grid varies pick one of its runs (e.g. --budget 100)")
     run.add_argument("--results", help=f"results directory (default: {DEFAULT_RESULTS}/; the committed board is results/)")
     run.set_defaults(func=cmd_run)
 

@@ -172,11 +172,13 @@ class Run:
 
     def load_pairs(self) -> tuple[Pairs, Pairs]:
         """Train pairs and the pairs of the evaluation split (as the evaluation backbone takes them); prepares
-        the backbones and caches text features."""
+        the backbones and caches text features. The data set is read first: missing data is named before
+        any weights are fetched."""
+        dataset = self.dataset
         for backbone in dict.fromkeys([self.backbone, self.eval_backbone]):
             backbone.prepare(progress=self.progress)
-        return (load_pairs(self.dataset, "train", self.backbone, self.progress),
-                load_pairs(self.dataset, self.spec.split, self.eval_backbone, self.progress))
+        return (load_pairs(dataset, "train", self.backbone, self.progress),
+                load_pairs(dataset, self.spec.split, self.eval_backbone, self.progress))
 
     def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
         self.check_budget()

@@ -94,6 +94,23 @@ def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
     return specs
 
 
+def one_run(path: str | Path, flags: dict[str, Any]) -> RunSpec:
+    """The run of sweep `path` that `flags` (run options, None: not given) pick, for `vlbench run --config`:
+    a flag on an option the grid varies selects, one on an option it fixes overrides it later."""
+    specs = expand(load_sweep(path).grid)
+    values = {k: list(dict.fromkeys(getattr(s, k) for s in specs)) for k in flags}  # in grid order
+    varying = {k: v for k, v in values.items() if len(v) > 1}
+    picked = [s for s in specs if all(flags[k] is None or getattr(s, k) == flags[k] for k in varying)]
+    choices = ", ".join(f"--{k.replace('_', '-')} " + " | ".join(map(str, values)) for k, values in varying.items())
+    if not picked:
+        given = ", ".join(f"{k} {flags[k]}" for k in varying if flags[k] is not None)
+        raise VLBenchError(f"sweep {path} has no run with {given} (its runs: {choices})")
+    if len(picked) > 1:
+        raise VLBenchError(f"sweep {path} holds {len(picked)} runs: pick one with {choices or 'no flag (they differ in more)'}"
+                           f", or run them all with `vlbench sweep {path}`")
+    return picked[0]
+
+
 # ----------------------------------------------------------------------------- planning
 
 
