@@ -32,6 +32,7 @@ DATASETS = {
     "synthscenes": "vlbench.data.synthscenes:SynthScenes",
     "flickr30k": "vlbench_plugins.flickr_coco:Flickr30K",
     "coco": "vlbench_plugins.flickr_coco:COCO",
+    "emoji": "vlbench_plugins.emoji:EmojiGlyphs",
 }
 
 

@@ -64,8 +64,9 @@ def format_report(report: DataReport, header: str) -> str:
         per_image = [len(c) for c in split.captions]
         lo, hi = min(per_image, default=0), max(per_image, default=0)
         spread = f"{lo}" if lo == hi else f"{lo} to {hi} (mean {split.num_pairs / split.num_images:.2f})"
-        rows.append([name, split.num_images, report.expected.get(name, "-"), split.num_pairs, spread])
-    table = tabulate(rows, headers=["split", "images", "expected", "captions", "captions/image"])
+        vocabulary = len({word for caption in split.pair_captions for word in caption.split()})
+        rows.append([name, split.num_images, report.expected.get(name, "-"), split.num_pairs, spread, vocabulary])
+    table = tabulate(rows, headers=["split", "images", "expected", "captions", "captions/image", "vocabulary"])
     lines = [header, table]
     for label, items in (("missing", list(map(str, report.missing))), ("unreadable", report.unreadable)):
         lines.append(f"{label} images: {len(items) or 'none'}")

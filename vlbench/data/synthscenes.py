@@ -12,17 +12,16 @@ Flickr30K and COCO.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vlbench.api import DatasetSource, ImageTextDataset, VLBenchError, cache_dir
-from vlbench.data.karpathy import read_json, read_karpathy
+from vlbench.api import DatasetSource, ImageTextDataset, cache_dir
+from vlbench.data.embedded import load_built
+from vlbench.data.karpathy import read_json
 from vlbench.storage import atomic_directory
 
 GENERATOR_VERSION = "1"  # bump whenever the output changes
@@ -249,17 +248,4 @@ class SynthScenes(DatasetSource):
 
     def load(self, data_root: Path | None) -> ImageTextDataset:
         root = Path(data_root) if data_root is not None else default_root()
-        if not root.exists():
-            print(f"vlbench: generating the synthscenes data set in {root}", file=sys.stderr)
-            generate(root)
-        version_file = root / "VERSION"
-        if not version_file.is_file():
-            raise VLBenchError(
-                f"{root} holds no synthscenes data set (no VERSION file): point the data root at a new directory"
-            )
-        found = version_file.read_text().strip()
-        if found != GENERATOR_VERSION:
-            raise VLBenchError(f"{root} was made by synthscenes generator v{found}, this is v{GENERATOR_VERSION}: "
-                               "delete it to regenerate")
-        dataset = read_karpathy(root / ANNOTATIONS, root / "images", self.name)
-        return dataclasses.replace(dataset, image_size=IMAGE_SIZE)
+        return load_built(self.name, root, GENERATOR_VERSION, generate, ANNOTATIONS, IMAGE_SIZE, verb="generating")
