@@ -15,9 +15,11 @@ from vlbench.artifacts import cached
 from vlbench.coreset import check_budget, check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.stages import Stage, StageInput
 from vlbench.storage import save_tensors
+from vlbench.versions import CodeVersion
 
-#: Bump when the probe (what counts as correct) changes: it invalidates the cached outcomes.
-PROBE_VERSION = 1
+#: What trains the history and probes it (bump when it changes: it invalidates the cached outcomes). The
+#: number was in the key from the start (as the probe's version), so it stays there at 1 too.
+HISTORY = CodeVersion("forgetting_history", 1, ("vlbench_plugins.forgetting", "vlbench.coreset", "vlbench.train"))
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ForgettingConfig:
 
 class Forgetting(Condenser):
     name = "forgetting"
+    code_version = CodeVersion("condenser:forgetting", 1, ("vlbench_plugins.forgetting", "vlbench.coreset"))
     Config = ForgettingConfig
     requires = frozenset({"forgetting_history"})
 
@@ -77,7 +80,7 @@ class ForgettingHistory(Stage):
 
     def key(self, condenser: Forgetting, run: StageInput | CondenseContext) -> str:
         return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, run.seed, condenser.config.epochs,
-                            PROBE_VERSION, *([] if condenser.config.lr is None else [condenser.config.lr])])
+                            HISTORY.number, *([] if condenser.config.lr is None else [condenser.config.lr])])
 
     def build(self, condenser: Forgetting, ctx: CondenseContext) -> torch.Tensor:
         return condenser.history(ctx)

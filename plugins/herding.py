@@ -1,10 +1,12 @@
 """`herding`: pairs picked so that their mean joint embedding tracks the mean of all pairs."""
 from vlbench.api import CondensedSet, CondenseContext, Condenser
 from vlbench.coreset import herding, reference_features
+from vlbench.versions import CodeVersion
 
 
 class Herding(Condenser):
     name = "herding"
+    code_version = CodeVersion("condenser:herding", 1, ("vlbench_plugins.herding", "vlbench.coreset"))
     requires = frozenset({"reference_model"})
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:

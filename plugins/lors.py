@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError, option
-from vlbench.tm import Distiller, Learnable, Setup, TMCondenser, TMConfig, derived_seed
+from vlbench.tm import TM_ENGINE, Distiller, Learnable, Setup, TMCondenser, TMConfig, derived_seed
+from vlbench.versions import CodeVersion
 from vlbench.train import TARGET_LOSSES
 
 
@@ -44,6 +45,7 @@ class LoRS(TMCondenser):
     Config = LoRSConfig
     extras = frozenset({"learned_lrs", "soft_targets"})
     matches = "lora"
+    code_version = CodeVersion("condenser:lors", 1, ("vlbench_plugins.lors", *TM_ENGINE))
     added_later = {**TMCondenser.added_later, "target_loss": "cross_entropy"}  # the val records before it
 
     def learnables(self, ctx: CondenseContext, setup: Setup):

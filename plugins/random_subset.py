@@ -3,10 +3,12 @@ import torch
 
 from vlbench.api import CondensedSet, CondenseContext, Condenser
 from vlbench.coreset import check_budget
+from vlbench.versions import CodeVersion
 
 
 class RandomPairs(Condenser):
     name = "random"
+    code_version = CodeVersion("condenser:random", 1, ("vlbench_plugins.random_subset",))
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         check_budget(ctx.budget, len(ctx.train))

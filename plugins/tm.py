@@ -6,7 +6,8 @@ set from real pairs, distils it and returns it with the learned learning rates; 
 """
 from __future__ import annotations
 
-from vlbench.tm import TMCondenser, TMConfig
+from vlbench.tm import TM_ENGINE, TMCondenser, TMConfig
+from vlbench.versions import CodeVersion
 
 __all__ = ["TMConfig", "TrajectoryMatching"]
 
@@ -14,3 +15,4 @@ __all__ = ["TMConfig", "TrajectoryMatching"]
 class TrajectoryMatching(TMCondenser):
     name = "tm"
     matches = "all"
+    code_version = CodeVersion("condenser:tm", 1, ("vlbench_plugins.tm", *TM_ENGINE))

@@ -6,9 +6,11 @@ problem than matching a whole encoder.
 """
 from __future__ import annotations
 
-from vlbench.tm import TMCondenser
+from vlbench.tm import TM_ENGINE, TMCondenser
+from vlbench.versions import CodeVersion
 
 
 class LoRATrajectoryMatching(TMCondenser):
     name = "tm-lora"
     matches = "lora"
+    code_version = CodeVersion("condenser:tm-lora", 1, ("vlbench_plugins.tm_lora", *TM_ENGINE))

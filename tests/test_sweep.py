@@ -267,7 +267,7 @@ def test_concurrent_sweeps_never_run_or_record_a_run_twice(tmp_path, monkeypatch
 
     started = threading.Event()
 
-    def slow_run(spec, results_dir, progress=False):
+    def slow_run(spec, results_dir, progress=False, allow_dirty=False):
         started.set()
         time.sleep(0.5)
         record = {"run_id": f"k-{time.time_ns()}", "run_key": "k", "created": "2026-01-01T00:00:00Z",

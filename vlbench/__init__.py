@@ -6,7 +6,11 @@ and may change without notice. docs/plugins.md describes both.
 """
 from importlib import import_module
 
-from vlbench.hookspecs import hookimpl
+from vlbench import loaded_code
+
+loaded_code.install()  # first: every module imported from here on is hashed as it loads (records name that code)
+
+from vlbench.hookspecs import hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -21,6 +21,7 @@ from vlbench.core import (  # noqa: F401 (re-exported)
     stable_hash,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
+from vlbench.versions import CodeVersion
 
 
 # ----------------------------------------------------------------------------- data
@@ -423,6 +424,9 @@ class Condenser(ABC):
     #: Shared stages `condense` uses (e.g. {"reference_model"}): cached work that a sweep computes
     #: once, before the runs that need it (vlbench/stages.py; plugins register them by name).
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: The version of the code that condenses (vlbench/versions.py), part of the condensed sets' key;
+    #: None: the plugin distribution's version alone names it (a third party's releases).
+    code_version: ClassVar[CodeVersion | None] = None
 
     def __init__(self, **options: Any):
         self.config = make_config("condenser", self.name, self.Config, options)

@@ -13,6 +13,7 @@ from typing import Callable, TypeVar
 
 from vlbench import costs
 from vlbench.core import cache_dir
+from vlbench.provenance import file_sha256
 from vlbench.storage import atomic_path, file_lock
 
 T = TypeVar("T")
@@ -32,12 +33,15 @@ def cached(kind: str, name: str, build: Callable[[], T], load: Callable[[Path], 
     path = artifact_path(kind, name)
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
+            value = load(path)
             if stage:
                 costs.reusing(stage, path)
-            return load(path)
-        with costs.building(stage, path) if stage else contextlib.nullcontext():
-            value = build()
-            with atomic_path(path) as tmp:
-                save(value, tmp)
+        else:
+            with costs.building(stage, path) if stage else contextlib.nullcontext():
+                value = build()
+                with atomic_path(path) as tmp:
+                    save(value, tmp)
+        if stage:
+            costs.content(path, file_sha256(path))
         return value
 

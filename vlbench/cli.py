@@ -17,6 +17,7 @@ from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import KINDS, Registry, registry
+from vlbench.provenance import add_allow_dirty_flag
 from vlbench.results import RunRecord
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
@@ -121,11 +122,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = [Run(specs[0])]
     runs += [Run(spec, dataset=runs[0].dataset) for spec in specs[1:]]
     for run_ in runs:  # one condensed set (cached) for all
-        run_one(run_, results, args.force)
+        run_one(run_, results, args.force, args.allow_dirty)
     return 0
 
 
-def run_one(run_: Run, results: str, force: bool) -> None:
+def run_one(run_: Run, results: str, force: bool, allow_dirty: bool = False) -> None:
     from vlbench.runner import recorded, run
 
     spec = run_.spec
@@ -134,7 +135,7 @@ def run_one(run_: Run, results: str, force: bool) -> None:
         print(f"already recorded in {results}/records/{record.run_id}.json (pass --force to run it again)")
     else:
         print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
-        record = run(run_, results, history_dirs=[DEFAULT_RESULTS, "results"])
+        record = run(run_, results, history_dirs=[DEFAULT_RESULTS, "results"], allow_dirty=allow_dirty)
         print(stage_summary(record))
     mean, std = record.mean_recall
     evaluated = f", evaluated on {spec.eval_backbone}" if spec.eval_backbone else ""
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="condensing seed")
     add_strict_flag(run)
     run.add_argument("--force", action="store_true", help="run again even if this exact run is already recorded")
+    add_allow_dirty_flag(run)
     run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                      help="print the full trace of an error (a failing plugin, say), not one line")
     run.add_argument("--split", choices=SPLITS, help="split to evaluate on: test (default; report) or val (choose)")

@@ -52,6 +52,14 @@ def reusing(stage: str, artifact: Path) -> None:
     _note({**stamp, "built_now": False, "artifact": portable_path(artifact)})
 
 
+def content(artifact: Path, sha256: str) -> None:
+    """Note the content hash of what the current run used from `artifact` (records compare runs by it)."""
+    where = portable_path(artifact)
+    for entry in _ledger.get() or []:
+        if entry["artifact"] == where:
+            entry["sha256"] = sha256
+
+
 @contextlib.contextmanager
 def collecting(run_key: str) -> Iterator[list[dict[str, Any]]]:
     """Collect the shared stages used inside the block (each artifact once)."""

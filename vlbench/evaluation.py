@@ -19,7 +19,7 @@ from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
 from vlbench.condensing import condensed_set
 from vlbench.metrics import summarize
 from vlbench.progress import RunProgress
-from vlbench.provenance import package_versions, portable_path, source_commit, weight_hashes
+from vlbench.provenance import cpu, loaded_code, package_versions, portable_path, source_commit, tensors_sha256, weight_hashes
 from vlbench.results import new_run_id
 from vlbench.train import TrainData, evaluate
 
@@ -52,6 +52,7 @@ class Evaluation:
     def __init__(self, run: Run):
         self.run = run
         self.stages: dict[str, dict[str, Any]] = {}
+        self.artifacts: dict[str, str | None] = {}  # content hashes of what the run consumed and made, by stage
         self.commit = source_commit()  # now, before any work: the code this run starts with
 
     def execute(self, expected: dict[str, float] | None = None) -> dict[str, Any]:
@@ -75,6 +76,7 @@ class Evaluation:
         run = self.run
         with self._stage("prepare"):
             _, train_pairs, eval_pairs = run.load_data()
+        self._hash_inputs(train_pairs, eval_pairs)
         with self._stage("condense") as info:
             data, lrs, condensed_info = self._condense(train_pairs, info)
         protocol = run.condenser.evaluation_protocol(len(data), run.spec.protocol)
@@ -88,6 +90,13 @@ class Evaluation:
                 run.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {run.spec.split} {per_seed[-1]['mean']:.1f}")
         return self.record(condensed_info, seeds, per_seed, protocol)
 
+    def _hash_inputs(self, train_pairs: Pairs, eval_pairs: Pairs) -> None:
+        split = self.run.spec.split
+        self.artifacts.update(data=self.run.dataset.fingerprint,
+                              images=tensors_sha256({"train": train_pairs.images, split: eval_pairs.images}),
+                              text_features=tensors_sha256({"train": train_pairs.text_features,
+                                                            split: eval_pairs.text_features}))
+
     def _condense(self, train_pairs: Pairs, info: dict[str, Any]) -> tuple[TrainData, dict | None, dict[str, Any]]:
         """What evaluation models train on, with its learned lrs, and the record's `condensed` block."""
         run = self.run
@@ -98,6 +107,9 @@ class Evaluation:
                 "key": None, "path": None, "num_pairs": len(train_pairs), "storage_bytes": n_bytes, "extra_bytes": 0,
                 "learned_lrs": None, "soft_targets": None, "cost": {"own_s": 0.0, "shared": []}}
         condensed, path, info["cached"] = condensed_set(run, train_pairs)
+        # what the set was made from (its shared stages, hashed when it was condensed), then the set itself
+        self.artifacts.update({used["stage"]: used.get("sha256") for used in condensed.meta.get("cost", {}).get("shared", [])})
+        self.artifacts["condensed"] = tensors_sha256(condensed.tensors())
         pixels = condensed.pixels_for(run.eval_backbone)  # as the evaluation backbone takes them
         data = TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets(), condensed.target_loss)
         cost = condensed.meta.get("cost") or {}
@@ -133,12 +145,14 @@ class Evaluation:
             "seeds": seeds,
             "metrics": {"per_seed": per_seed, **summarize(per_seed)},
             "stages": self.stages,
+            "artifacts": self.artifacts,
             "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else "cpu",
+            "cpu": cpu(),
             "torch_threads": torch.get_num_threads(),
             "packages": package_versions(),
             "python": platform.python_version(),
             "vlbench_version": vlbench.__version__,
-            "source": self.commit,
+            "source": {**self.commit, "code": loaded_code(self.commit["commit"])},  # the code that ran, beside its commit
         }
 
     def _backbone_block(self, name: str, backbone: Backbone) -> dict[str, Any]:

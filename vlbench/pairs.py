@@ -8,6 +8,10 @@ from vlbench.data.bank import image_bank
 from vlbench.data.images import load_images
 from vlbench.artifacts import cached
 from vlbench.storage import save_tensors
+from vlbench.versions import CodeVersion
+
+#: What makes cached text features (bump when they change; vlbench/versions.py).
+TEXT_FEATURES = CodeVersion("text_features", 1, ("vlbench.pairs", "vlbench.text_encoders", "vlbench.modules"))
 
 
 def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> torch.Tensor:
@@ -15,7 +19,8 @@ def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, pro
     from safetensors.torch import load_file
 
     encoder = backbone.text_encoder
-    name = f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}.safetensors"
+    version = "".join(f"-v{n}" for n in TEXT_FEATURES.key())
+    name = f"{dataset.name}-{dataset.fingerprint}-{split}-{encoder.id}{version}.safetensors"
 
     def encode() -> torch.Tensor:
         captions = dataset.split(split).pair_captions

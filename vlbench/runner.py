@@ -144,10 +144,11 @@ class Run:
     def condense_key(self) -> str:
         """The condensed set's identity in the cache: what determines it, and nothing that only evaluates it."""
         version = self.plugins.provenance("condenser", self.spec.condenser)["version"]
+        code = self.condenser_cls.code_version  # at version 1 (or none) the key is the one sets had before versions
         return stable_hash({
             "condenser": self.spec.condenser, "version": version, "config": self.condenser.config_dict(),
             "dataset": self.dataset.fingerprint, "backbone": self.backbone.id, "budget": self.spec.budget,
-            "seed": self.spec.seed, "protocol": self.spec.protocol.id,
+            "seed": self.spec.seed, "protocol": self.spec.protocol.id, **({"code": code.key()} if code and code.key() else {}),
         })
 
     @property
@@ -220,14 +221,18 @@ def recorded(spec: RunSpec | Run, results_dir: Path | str, plugins: Registry | N
 
 
 def run(spec: RunSpec | Run, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None,
-        history_dirs: Iterable[Path | str] = ()) -> RunRecord:
+        history_dirs: Iterable[Path | str] = (), allow_dirty: bool = False) -> RunRecord:
     """Execute a run and append its record to the results store; returns the record. Earlier records
-    in `results_dir` and `history_dirs` of the same run shape give the progress line its expected times."""
+    in `results_dir` and `history_dirs` of the same run shape give the progress line its expected times.
+    A directory git tracks takes only records of committed code (`allow_dirty`: any)."""
     from vlbench.evaluation import Evaluation
     from vlbench.progress import expected_stages, history, same_shape
+    from vlbench.provenance import check_recordable, current_source
 
     run_ = resolved(spec, plugins, progress)
+    check_recordable(results_dir, current_source(), allow_dirty)  # before any work
     expected = expected_stages(same_shape(history([results_dir, *history_dirs]), run_.spec)) if progress else None
     record = RunRecord(Evaluation(run_).execute(expected))
+    check_recordable(results_dir, record["source"], allow_dirty)  # and again: the code may have changed meanwhile
     ResultsStore(Path(results_dir)).add(record)
     return record

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vlbench.core import TrainProtocol, stable_hash
+from vlbench.versions import CodeVersion
+
+#: What trains the full-data reference model (bump when it changes; vlbench/versions.py).
+REFERENCE_MODEL = CodeVersion("reference_model", 1, ("vlbench.stages", "vlbench.condensing", "vlbench.train"))
 
 if TYPE_CHECKING:
     from vlbench.api import Backbone, CondenseContext, Condenser, ImageTextDataset
@@ -48,7 +52,7 @@ class Stage(ABC):
 
 
 def reference_key(run: StageInput | CondenseContext, seed: int) -> str:
-    return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, seed])
+    return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, seed, *REFERENCE_MODEL.key()])
 
 
 class ReferenceModel(Stage):

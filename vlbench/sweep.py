@@ -49,6 +49,7 @@ class Sweep:
     workers: int = 0  # local executor: 0 runs in this process, N in a pool of N processes
     retries: int = 0  # relaunches of a failed task within one sweep (a rerun retries anyway)
     submitit: dict[str, Any] = field(default_factory=dict)  # AutoExecutor parameters, `array`, `log_dir`
+    allow_dirty: bool = False  # `--allow-dirty`: record even from code no commit holds (not a file key)
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -125,6 +126,7 @@ class Task:
     label: str
     stage: str | None = None
     needs: tuple[str, ...] = ()  # keys of the tasks that must succeed first
+    allow_dirty: bool = False  # a run: record into a tracked directory from uncommitted code
 
     def beside_lock(self, suffix: str) -> Path:
         """A file beside the task's lock: runs lock in the results store, prepare tasks in the cache."""
@@ -188,7 +190,7 @@ def make_plan(sweep: Sweep) -> Plan:
                      stage, (data_key,))
                 for stage, stage_key in run.stage_keys.items()]
             needs = [prepares.setdefault(t.key, t).key for t in shared if not t.prepared]
-        runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs))
+        runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs), allow_dirty=sweep.allow_dirty)
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
     phases.append([t for t in runs.values() if t.key not in recorded])
     return Plan(list(runs.values()), {k: recorded[k] for k in runs if k in recorded}, [p for p in phases if p])
@@ -230,7 +232,7 @@ def execute(task: Task, progress: bool = False) -> Outcome:
                 return Outcome("busy", "running in another process")
             if store.find(task.key):  # recorded by another sweep since we planned
                 return Outcome("ok", "already recorded")
-            record = run(task.spec, task.results, progress=progress)
+            record = run(task.spec, task.results, progress=progress, allow_dirty=task.allow_dirty)
         mean, std = record.mean_recall
         return Outcome("ok", f"mean recall {mean:.1f} ± {std:.1f} (record {record.run_id})")
     except Exception as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
 from vlbench.sweep import describe, load_sweep, make_plan, missing, run_plan
 from vlbench.sweep_executors import EXECUTORS, count, make_executor
 
@@ -19,16 +20,18 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--workers", type=int, help="local executor: processes in the pool (0: in this process)")
     sweep.add_argument("--retries", type=int, help="relaunches of a failed task within this sweep")
     sweep.add_argument("--results", help="results directory (overrides the file; default: results)")
+    add_allow_dirty_flag(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file, executor=args.executor, workers=args.workers, retries=args.retries,
-                       results=args.results)
+                       results=args.results, allow_dirty=args.allow_dirty)
     plan = make_plan(sweep)
     print(f"sweep {sweep.name} ({sweep.executor} executor, results in {sweep.results}): {describe(plan)}", flush=True)
     if args.dry_run or not plan.pending:
         return 0
+    check_recordable(sweep.results, current_source(), sweep.allow_dirty)  # before the first task, not in each
     executor = make_executor(sweep.executor, workers=sweep.workers, submitit=sweep.submitit,
                              default_log_dir=sweep.log_dir, name=f"vlbench-{sweep.name}")
     run_plan(plan, executor, sweep.retries, echo=lambda line: print(line, flush=True))

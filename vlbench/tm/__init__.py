@@ -3,7 +3,7 @@ condenser that wires them (`TMCondenser`), for `tm`, `tm-lora` and any method bu
 
 docs/distillation.md describes each part and how a method extends the engine.
 """
-from vlbench.tm.condenser import Setup, TMCondenser, TMConfig, pixel_bounds
+from vlbench.tm.condenser import TM_ENGINE, Setup, TMCondenser, TMConfig, pixel_bounds
 from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
 from vlbench.tm.experts import (
            ExpertBuffer,

@@ -74,6 +74,11 @@ def pixel_bounds(backbone: Backbone, text: Tensor, device: torch.device | str) -
                   text_norm=text.norm(dim=1, keepdim=True).to(device))
 
 
+#: The engine's modules: a condenser built on it lists them in its `code_version` (vlbench/versions.py).
+TM_ENGINE = ("vlbench.tm.condenser", "vlbench.tm.distiller", "vlbench.tm.inner", "vlbench.tm.tesla", "vlbench.tm.memory",
+             "vlbench.tm.experts", "vlbench.train")
+
+
 class TMCondenser(Condenser):
     """Trajectory matching (Wu et al. 2024, on MTT): experts on all training pairs, a synthetic set
     initialised from the seed's random pairs, distilled by `Distiller`."""

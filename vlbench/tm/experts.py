@@ -14,8 +14,13 @@ from tqdm import tqdm
 from vlbench import costs
 from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
 from vlbench.data.transforms import Augment, expert_augment
+from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, train
+from vlbench.versions import CodeVersion
+
+#: What trains expert trajectories (bump when they change; vlbench/versions.py).
+EXPERT_BUFFER = CodeVersion("expert_buffer", 1, ("vlbench.tm.experts", "vlbench.train", "vlbench.data.transforms"))
 
 Trajectory = list[dict[str, Tensor]]  # trainable parameters after epochs 0, 1, ..., E
 
@@ -73,7 +78,7 @@ class ExpertBuffer:
 
     @classmethod
     def locate(cls, dataset_fingerprint: str, backbone_id: str, spec: ExpertSpec) -> "ExpertBuffer":
-        key = stable_hash([dataset_fingerprint, backbone_id, spec.key_fields()])
+        key = stable_hash([dataset_fingerprint, backbone_id, spec.key_fields(), *EXPERT_BUFFER.key()])
         return cls(cache_dir() / "experts" / f"{backbone_id}-{key}", spec)
 
     def path(self, i: int) -> Path:
@@ -107,7 +112,10 @@ class ExpertBuffer:
             else:
                 with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
                     self._build(trajectories, make_model, train_pairs, device, progress)
-        return [t[: self.spec.epochs + 1] for t in trajectories]
+        used = [t[: self.spec.epochs + 1] for t in trajectories]
+        costs.content(self.directory, tensors_sha256({f"{i}/{e}/{name}": value for i, t in enumerate(used)
+                                                      for e, ckpt in enumerate(t) for name, value in ckpt.items()}))
+        return used
 
     def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], train_pairs: Pairs, device,
                progress: bool) -> None:
