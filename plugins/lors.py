@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError, option
-from vlbench.tm import TM_ENGINE, Distiller, Learnable, Setup, TMCondenser, TMConfig, derived_seed
+from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError, derived_seed, option
+from vlbench.tm import TM_ENGINE, Distiller, Learnable, Setup, TMCondenser, TMConfig
 from vlbench.versions import CodeVersion
 from vlbench.train import TARGET_LOSSES
 

@@ -1,17 +1,12 @@
-"""`random`: uniformly sampled training pairs, without replacement, seeded."""
-import torch
-
+"""`random`: uniformly sampled training pairs, without replacement, seeded (`vlbench.coreset.random_pairs`)."""
 from vlbench.api import CondensedSet, CondenseContext, Condenser
-from vlbench.coreset import check_budget
+from vlbench.coreset import random_pairs
 from vlbench.versions import CodeVersion
 
 
 class RandomPairs(Condenser):
     name = "random"
-    code_version = CodeVersion("condenser:random", 1, ("vlbench_plugins.random_subset",))
+    code_version = CodeVersion("condenser:random", 1, ("vlbench_plugins.random_subset", "vlbench.coreset"))
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
-        check_budget(ctx.budget, len(ctx.train))
-        generator = torch.Generator().manual_seed(ctx.seed)
-        picked = torch.randperm(len(ctx.train), generator=generator)[: ctx.budget]
-        return CondensedSet.from_indices(ctx.train, picked.tolist(), condenser=self.name)
+        return CondensedSet.from_indices(ctx.train, random_pairs(ctx).tolist(), condenser=self.name)

@@ -41,6 +41,22 @@ class Float64Images(Good):
         return out
 
 
+class PixelsOutOfRange(Good):
+    """Pixels 15x outside the image range: what a third party's distiller returned, and the runner refused."""
+
+    def condense(self, ctx):
+        out = super().condense(ctx)
+        return CondensedSet(out.images * 15, out.text_features, meta=out.meta)
+
+
+class BlackAsMinusOne(Good):
+    """Black written as -1: right only where the normalisation is mean 0.5, std 0.5 (the default backbone's)."""
+
+    def condense(self, ctx):
+        out = super().condense(ctx)
+        return CondensedSet(torch.full_like(out.images, -1.0), out.text_features, meta=out.meta)
+
+
 class WrongSourceIndices(Good):
     def condense(self, ctx):
         out = super().condense(ctx)
@@ -102,7 +118,8 @@ class WrongErrorType(Good):
 
 
 BROKEN = [
-    (OneShort, "budget", "asked for 10 pairs, got 9"),
+    (OneShort, "budget", "returned 9 pairs for budget 10"),
+    (PixelsOutOfRange, "pixel-range", "pixels leave the valid image range by 14"),
     (Float64Images, "shapes", "images must be float32 of shape (10, 3, 36, 36), got torch.float64"),
     (WrongSourceIndices, "provenance", "pair 0 claims training pair"),
     (UndeclaredLearnedLrs, "extras", "stores learned_lrs without declaring it"),
@@ -134,6 +151,29 @@ def test_each_broken_rule_is_caught_precisely(cls, rule, message):
 
 def test_every_rule_has_a_bad_condenser():
     assert {rule for _, rule, _ in BROKEN} == set(RULES)
+
+
+def test_the_kit_applies_every_check_the_runner_applies():
+    from vlbench import validation
+
+    assert set(validation.CHECKS) <= set(RULES)
+
+
+def test_a_second_backbone_catches_what_the_default_cannot():
+    """-1 is black only under the default backbone's normalisation: convnet-minilm's (mean 0.13, std 0.15)
+    puts black at -0.87, so the same set leaves its image range."""
+    check_condenser(BlackAsMinusOne, budget=10)
+    with pytest.raises(ConformanceError) as e:
+        check_condenser(BlackAsMinusOne, budget=10, backbone="convnet-minilm")
+    assert e.value.failures.keys() == {"pixel-range"}
+
+
+def test_the_kit_runs_on_pretrained_weights(tmp_path):
+    from vlbench.testing import make_context
+
+    report = check_condenser(Good, budget=10, backbone="tinyvit-minilm")  # its defaults: the shipped checkpoint
+    assert report.backbone == "tinyvit-minilm"
+    assert make_context(tmp_path, 1, backbone="tinyvit-minilm").backbone.weight_files()["image_encoder"].is_file()
 
 
 def test_a_condenser_that_raises_fails_with_its_error():

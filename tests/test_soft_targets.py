@@ -164,7 +164,9 @@ def test_both_forms_survive_save_and_load(tmp_path, targets):
 ])
 def test_malformed_targets_are_refused_in_one_line(targets, message):
     with pytest.raises(validation.InvalidSet, match=message):
-        validation.check_shapes(condensed(6, targets), image_size=4, text_dim=5, num_train=10)
+        validation.check_shapes(condensed(6, targets), validation.Expected(
+            budget=6, num_train=10, declared_extras=frozenset({"soft_targets"}), image_size=4, text_dim=5,
+            normalization=None))
 
 
 def test_declared_extras_must_be_ones_evaluation_uses():

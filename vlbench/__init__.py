@@ -14,14 +14,16 @@ from vlbench.hookspecs import hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 
-_CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "resolve_spec")
+_CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "derived_seed", "resolve_spec")
 _API = ("Condenser", "Backbone", "DatasetSource", "TextEncoder", "VLModel", "Pairs", "Split", "ImageTextDataset",
         "CondensedSet", "LowRankTargets", "CondenseContext")
-__all__ = ["hookimpl", "__version__", *_CORE, *_API]
+#: Helpers a method needs whatever it does, by the module that holds them.
+_HELPERS = {"random_pairs": "vlbench.coreset", "pixel_range": "vlbench.pixels"}
+__all__ = ["hookimpl", "__version__", *_CORE, *_API, *_HELPERS]
 #: Shared engines and helpers that plugins build on (method code shared by several condensers).
 PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
-                  "vlbench.text_encoders", "vlbench.storage", "vlbench.data", "vlbench.train", "vlbench.testing",
-                  "vlbench.stages", "vlbench.artifacts", "vlbench.costs",
+                  "vlbench.text_encoders", "vlbench.pixels", "vlbench.storage", "vlbench.data", "vlbench.train",
+                  "vlbench.testing", "vlbench.stages", "vlbench.artifacts", "vlbench.costs",
                   # a plugin's own command resolves a run and builds its stages as the harness does
                   "vlbench.runner", "vlbench.condensing")
 
@@ -31,4 +33,6 @@ def __getattr__(name: str):
         return getattr(import_module("vlbench.core"), name)
     if name in _API:
         return getattr(import_module("vlbench.api"), name)
+    if name in _HELPERS:
+        return getattr(import_module(_HELPERS[name]), name)
     raise AttributeError(f"module 'vlbench' has no attribute {name!r}")

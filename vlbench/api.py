@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from vlbench.core import (  # noqa: F401 (re-exported)
-    SIDES, SPLITS, Configured, RunSpec, TrainProtocol, VLBenchError, cache_dir, make_config, option, option_defaults,
-    stable_hash,
+    SIDES, SPLITS, Configured, RunSpec, TrainProtocol, VLBenchError, cache_dir, derived_seed, make_config, option,
+    option_defaults, stable_hash,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 from vlbench.versions import CodeVersion

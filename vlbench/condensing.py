@@ -129,11 +129,8 @@ def _call_condenser(run: Run, ctx: CondenseContext) -> CondensedSet:
 def _validate(run: Run, condensed: CondensedSet) -> None:
     """Refuse a set that breaks the contract before anything caches or trains on it."""
     try:
-        validation.check_condensed(
-            condensed, budget=run.spec.budget, declared_extras=run.condenser_cls.extras,
-            image_size=run.backbone.image_size, text_dim=run.backbone.text_encoder.dim,
-            num_train=run.dataset.split("train").num_pairs,
-            normalization=run.backbone.normalization if run.condenser.bounded_pixels() else None)
+        validation.check_condensed(condensed, validation.Expected.of(
+            run.condenser, run.backbone, run.spec.budget, run.dataset.split("train").num_pairs))
     except validation.InvalidSet as e:
         raise PluginError(f"condenser {run.spec.condenser!r} ({run.distribution}) returned an invalid set: {e}; "
                           "nothing was cached") from e

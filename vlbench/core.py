@@ -35,6 +35,12 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def derived_seed(*parts: Any) -> int:
+    """A seed from a tuple such as ("init", seed, iteration) (no clock): every random draw a method makes
+    per iteration or epoch is replayable, and draws named differently are independent."""
+    return int(stable_hash(list(parts), 12), 16) % 2**62
+
+
 def _check_types(obj: Any, what: str) -> None:
     """One line per field whose value does not have its annotated type (a YAML `budget: "abc"` must not
     become a traceback later); an int given for a float field becomes that float."""

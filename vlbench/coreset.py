@@ -25,6 +25,14 @@ def check_budget(budget: int, num_pairs: int) -> None:
         raise VLBenchError(f"budget must be between 1 and the {num_pairs} pairs to select from, got {budget}")
 
 
+def random_pairs(ctx: CondenseContext) -> Tensor:
+    """The training pairs `random` returns for the context's budget and seed: int64 indices, drawn without
+    replacement. A method that starts from them starts where `random` ends (iteration 0 is the random
+    coreset), so its comparison with `random` is paired, seed by seed."""
+    check_budget(ctx.budget, len(ctx.train))
+    return torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[: ctx.budget]
+
+
 @torch.no_grad()
 def pair_features(model: VLModel, pairs: Pairs, device: torch.device | str = "cpu") -> Tensor:
     """(num_pairs, 2 * joint_dim): each pair's image embedding next to its caption's embedding.

@@ -36,6 +36,14 @@ def to_canonical(images: Tensor, normalization: Normalization) -> Tensor:
     return images * _channels(std, images) + _channels(mean, images)
 
 
+def pixel_range(normalization: Normalization, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(low, high), each (1, 3, 1, 1): where valid pixels lie in the space `normalization` ((mean, std) of a
+    backbone) defines, the normalised image of RGB [0, 1]. Clamp a method's pixels into it; the runner
+    refuses a set outside it (vlbench.validation)."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalization)
+    return ((0 - mean) / std).to(device), ((1 - mean) / std).to(device)
+
+
 def for_backbone(images: Tensor, size: int, normalization: Normalization) -> Tensor:
     """Canonical (N, 3, H, W) images -> a backbone's input: resized to size x size where they differ
     (bicubic with antialiasing, as PIL resizes real images when they are decoded), then normalised."""

@@ -8,8 +8,10 @@
 `check_condenser` condenses a small slice of the embedded synthscenes data set (40 training
 images, 200 pairs, generated once into the vlbench cache) with the default backbone at random
 initialisation, on the CPU, in seconds. It raises `ConformanceError` (an AssertionError, so
-pytest reports it as a failure) with one line per broken rule; `RULES` lists them.
-`make_context` hands out the same slice for tests of your own.
+pytest reports it as a failure) with one line per broken rule; `RULES` lists them, the runner's
+own set validation (`vlbench.validation`) among them. `backbone="convnet-minilm"` runs it on a
+second backbone (another resolution and normalisation), `backbone="tinyvit-minilm"` on the default
+backbone's pretrained weights. `make_context` hands out the same slice for tests of your own.
 """
 from __future__ import annotations
 
@@ -32,11 +34,15 @@ from vlbench.api import (
 from vlbench.plugins import check_plugin_class, registry
 
 RULES = {
+    # the runner's own checks (vlbench.validation.CHECKS), applied as the runner applies them
     "budget": "returns exactly `budget` pairs",
     "shapes": "images (N, 3, S, S) and text features (N, d) are finite float32 without grad; extras are well-formed "
               "(soft targets dense (N, N) or factored, a positive target for every pair)",
-    "provenance": "source indices, when given, point at the very training pairs returned",
     "extras": "every extra beyond the pairs (learned lrs, soft targets) is declared in `extras`",
+    "pixel-range": "pixels lie in the backbone's valid image range, vlbench.pixel_range(backbone.normalization) "
+                   "(unless the condenser declares unbounded pixels, `bounded_pixels()` False)",
+    # what only repeated or instrumented calls can tell
+    "provenance": "source indices, when given, point at the very training pairs returned",
     "requires": "every shared stage it declares in `requires` is registered, and every one it uses "
                 "(ctx.reference_model) is declared",
     "determinism": "the same seed gives the same set",
@@ -64,6 +70,7 @@ class ConformanceReport:
 
     condenser: str
     budget: int
+    backbone: str  # its id
     passed: list[str]
     seconds: float
     condensed: CondensedSet
@@ -87,16 +94,23 @@ class _Slice:
 _slices: dict[tuple, _Slice] = {}
 
 
-def _slice(train_images: int, backbone: Backbone | None) -> _Slice:
+def _backbone(backbone: Backbone | str | None) -> Backbone:
+    """The default at random initialisation; a name with its defaults (pretrained weights); or as given."""
+    if isinstance(backbone, Backbone):
+        return backbone
+    name, options = DEFAULT_BACKBONE if backbone is None else (backbone, {})
+    return registry().get("backbone", name)(**options)
+
+
+def _slice(train_images: int, backbone: Backbone | str | None) -> _Slice:
     """A few scenes of the embedded data set (generator seed 0), made and encoded once per cache and process."""
     from vlbench.data.synthscenes import GENERATOR_VERSION, SynthScenes, generate
     from vlbench.pairs import load_pairs
 
-    if backbone is None:
-        name, options = DEFAULT_BACKBONE
-        backbone = registry().get("backbone", name)(**options)
+    backbone = _backbone(backbone)
     key = (str(cache_dir()), train_images, backbone.id)
     if key not in _slices:
+        backbone.prepare(progress=False)  # its pretrained weights, as a run prepares them
         root = cache_dir() / "conformance" / f"synthscenes-v{GENERATOR_VERSION}-{train_images}"
         if not (root / "VERSION").is_file():
             generate(root, 0, train=train_images, val=0, test=0, pretrain=0)
@@ -134,7 +148,7 @@ def _context(data: _Slice, budget: int, seed: int, work_dir: Path,
 
 
 def make_context(work_dir: Path, budget: int, *, seed: int = 0, train_images: int = 40,
-                 backbone: Backbone | None = None) -> CondenseContext:
+                 backbone: Backbone | str | None = None) -> CondenseContext:
     """A CondenseContext on the kit's data slice (fresh copies: a condenser may not spoil the next)."""
     return _context(_slice(train_images, backbone), budget, seed, Path(work_dir))
 
@@ -189,6 +203,16 @@ class _Trial:
         self.stages_used: set[str] = set()
         self.ctx = self.new_context(budget)
         self.result = self.condense(self.ctx)
+        self.expected = validation.Expected.of(make(), data.backbone, budget, len(self.ctx.train))
+
+    def check(self, rule: str) -> None:
+        """Raise _Broken if `rule` does not hold: the runner's own check where it has one."""
+        if rule not in validation.CHECKS:
+            return getattr(self, "check_" + rule.replace("-", "_"))()
+        try:
+            validation.CHECKS[rule](self.result, self.expected)
+        except validation.InvalidSet as e:
+            raise _Broken(str(e)) from None
 
     def new_context(self, budget: int) -> CondenseContext:
         self.calls += 1
@@ -200,17 +224,6 @@ class _Trial:
             raise _Broken(f"condense() returned {type(result).__name__}, not a CondensedSet")
         return result
 
-    def check_budget(self) -> None:
-        if len(self.result) != self.budget:
-            raise _Broken(f"asked for {self.budget} pairs, got {len(self.result)}")
-
-    def check_shapes(self) -> None:
-        try:
-            validation.check_shapes(self.result, self.data.backbone.image_size, self.data.backbone.text_encoder.dim,
-                                    len(self.ctx.train))
-        except validation.InvalidSet as e:
-            raise _Broken(str(e)) from None
-
     def check_provenance(self) -> None:
         r = self.result
         if r.source_indices is None:
@@ -219,12 +232,6 @@ class _Trial:
         for k in range(len(r)):
             if not (torch.equal(r.images[k], images[k]) and torch.equal(r.text_features[k], text[k])):
                 raise _Broken(f"pair {k} claims training pair {int(r.source_indices[k])} as its source but differs from it")
-
-    def check_extras(self) -> None:
-        try:
-            validation.check_extras(self.result, self.cls.extras)
-        except validation.InvalidSet as e:
-            raise _Broken(str(e)) from None
 
     def check_requires(self) -> None:
         known = registry().names("stage")  # what plugins registered (vlbench/stages.py)
@@ -290,10 +297,12 @@ def _one_thread() -> Iterator[None]:
 
 
 def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10, options: dict[str, Any] | None = None,
-                    seed: int = 0, train_images: int = 40, backbone: Backbone | None = None) -> ConformanceReport:
+                    seed: int = 0, train_images: int = 40, backbone: Backbone | str | None = None) -> ConformanceReport:
     """Check every rule in `RULES`; raise ConformanceError listing each broken one.
 
-    `condenser` is a class (built with `options` for each call) or a configured instance.
+    `condenser` is a class (built with `options` for each call) or a configured instance. `backbone`: None
+    (the default backbone at random initialisation), a registered name (built with its defaults, pretrained
+    weights included), or a Backbone.
     """
     if isinstance(condenser, Condenser):
         if options:
@@ -323,11 +332,12 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
         failures: dict[str, str] = {}
         for rule in RULES:
             try:
-                getattr(trial, "check_" + rule.replace("-", "_"))()
+                trial.check(rule)
             except _Broken as e:
                 failures[rule] = str(e)
             except Exception as e:  # a rule that cannot even be checked is broken too
                 failures[rule] = f"{type(e).__name__}: {e}"
     if failures:
         raise ConformanceError(cls.name, failures)
-    return ConformanceReport(cls.name, budget, list(RULES), round(time.perf_counter() - start, 2), trial.result)
+    return ConformanceReport(cls.name, budget, data.backbone.id, list(RULES), round(time.perf_counter() - start, 2),
+                             trial.result)

@@ -5,12 +5,14 @@ conformance kit (`vlbench.testing`), so that the two cannot disagree about what 
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from vlbench.api import SIDES, CondensedSet, LowRankTargets
+from vlbench.api import SIDES, Backbone, CondensedSet, Condenser, LowRankTargets
+from vlbench.pixels import pixel_range
 
 #: The extras evaluation uses (learned lrs: per-side lrs; soft targets: `soft_clip_loss`). A condenser
 #: declaring any other is refused before it condenses: nothing a set stores is silently ignored.
@@ -23,6 +25,24 @@ class InvalidSet(ValueError):
     """A condensed set breaks the contract; the message says how, in one line."""
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a set must fit: the run's budget and training pairs, the condenser's declared extras, the condensing
+    backbone's shapes and pixel range (`normalization` None: the condenser declares unbounded pixels)."""
+
+    budget: int
+    num_train: int
+    declared_extras: frozenset[str]
+    image_size: int
+    text_dim: int
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
+
+    @classmethod
+    def of(cls, condenser: Condenser, backbone: Backbone, budget: int, num_train: int) -> Expected:
+        return cls(budget, num_train, type(condenser).extras, backbone.image_size, backbone.text_encoder.dim,
+                   backbone.normalization if condenser.bounded_pixels() else None)
+
+
 def _float_tensor(name: str, t: Any, shape: tuple[int, ...]) -> None:
     if not isinstance(t, Tensor) or t.dtype != torch.float32 or tuple(t.shape) != shape:
         got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
@@ -33,11 +53,16 @@ def _float_tensor(name: str, t: Any, shape: tuple[int, ...]) -> None:
         raise InvalidSet(f"{name} holds NaN or infinite values")
 
 
-def check_shapes(cs: CondensedSet, image_size: int, text_dim: int, num_train: int) -> None:
+def check_budget(cs: CondensedSet, expected: Expected) -> None:
+    if len(cs) != expected.budget:
+        raise InvalidSet(f"returned {len(cs)} pairs for budget {expected.budget}")
+
+
+def check_shapes(cs: CondensedSet, expected: Expected) -> None:
     """Images (N, 3, S, S) and text (N, d) finite float32; extras well-formed; source indices in range."""
-    n = len(cs)
-    _float_tensor("images", cs.images, (n, 3, image_size, image_size))
-    _float_tensor("text_features", cs.text_features, (n, text_dim))
+    n, size, num_train = len(cs), expected.image_size, expected.num_train
+    _float_tensor("images", cs.images, (n, 3, size, size))
+    _float_tensor("text_features", cs.text_features, (n, expected.text_dim))
     if cs.soft_targets is not None:
         check_targets(cs.soft_targets, n)
     if cs.learned_lrs is not None:
@@ -85,7 +110,8 @@ def check_declared(declared: Any) -> None:
                          f"(it uses: {', '.join(sorted(KNOWN_EXTRAS))})")
 
 
-def check_extras(cs: CondensedSet, declared: frozenset[str]) -> None:
+def check_extras(cs: CondensedSet, expected: Expected) -> None:
+    declared = expected.declared_extras
     check_declared(declared)
     used = {name for name in KNOWN_EXTRAS if getattr(cs, name) is not None}
     if used - set(declared):
@@ -93,24 +119,27 @@ def check_extras(cs: CondensedSet, declared: frozenset[str]) -> None:
                          f"set `extras = frozenset({sorted(used)})` on the class")
 
 
-def check_pixel_range(cs: CondensedSet, normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
-    """Pixels must be images: inside the normalised image of [0, 1] under the backbone's (mean, std)."""
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalization)
-    low, high = (0 - mean) / std, (1 - mean) / std
+def check_pixel_range(cs: CondensedSet, expected: Expected) -> None:
+    """Pixels must be images: inside the normalised image of [0, 1] under the backbone's (mean, std), unless the
+    condenser declares unbounded pixels (`Condenser.bounded_pixels`)."""
+    normalization = expected.normalization
+    if normalization is None:
+        return
+    low, high = pixel_range(normalization)
     below = (low - cs.images).amax().item()
     above = (cs.images - high).amax().item()
-    if max(below, above) > PIXEL_SLACK * float(1 / std.min()):
+    if max(below, above) > PIXEL_SLACK / min(normalization[1]):
         raise InvalidSet(f"pixels leave the valid image range by {max(below, above):.3g} (normalised units); "
-                         "clamp them to the normalised [0, 1] range of the backbone")
+                         "clamp them into vlbench.pixel_range(backbone.normalization), the backbone's normalised [0, 1]")
 
 
-def check_condensed(cs: CondensedSet, *, budget: int, declared_extras: frozenset[str], image_size: int, text_dim: int,
-                    num_train: int, normalization: tuple[tuple[float, ...], tuple[float, ...]] | None) -> None:
-    """Every check, in order; raises InvalidSet with the first problem. `normalization` None: the
-    condenser declares unbounded pixels (Condenser.bounded_pixels), so their range is not checked."""
-    if len(cs) != budget:
-        raise InvalidSet(f"returned {len(cs)} pairs for budget {budget}")
-    check_shapes(cs, image_size, text_dim, num_train)
-    check_extras(cs, declared_extras)
-    if normalization is not None:
-        check_pixel_range(cs, normalization)
+#: Every check the runner applies to a set, in order, by the name the conformance kit reports it under.
+CHECKS: dict[str, Callable[[CondensedSet, Expected], None]] = {
+    "budget": check_budget, "shapes": check_shapes, "extras": check_extras, "pixel-range": check_pixel_range,
+}
+
+
+def check_condensed(cs: CondensedSet, expected: Expected) -> None:
+    """Every check, in order; raises InvalidSet with the first problem."""
+    for check in CHECKS.values():
+        check(cs, expected)

@@ -3,13 +3,13 @@ condenser that wires them (`TMCondenser`), for `tm`, `tm-lora` and any method bu
 
 docs/distillation.md describes each part and how a method extends the engine.
 """
+from vlbench.core import derived_seed  # re-exported: methods built on the engine long imported it from here
 from vlbench.tm.condenser import TM_ENGINE, Setup, TMCondenser, TMConfig, pixel_bounds
 from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
 from vlbench.tm.experts import (
            ExpertBuffer,
            ExpertSpec,
            Trajectory,
-           derived_seed,
            noise_floor,
 )
 from vlbench.tm.inner import BatchLoss, Student, contrastive, matching_loss

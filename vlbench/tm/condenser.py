@@ -22,11 +22,13 @@ from vlbench.api import (
     TrainProtocol,
     VLBenchError,
     VLModel,
+    derived_seed,
     option,
 )
-from vlbench.coreset import check_budget
+from vlbench.coreset import check_budget, random_pairs
+from vlbench.pixels import pixel_range
 from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
-from vlbench.tm.experts import ExpertBuffer, ExpertSpec, Trajectory, derived_seed
+from vlbench.tm.experts import ExpertBuffer, ExpertSpec, Trajectory
 from vlbench.tm.inner import BatchLoss, Student
 
 
@@ -69,14 +71,13 @@ class Setup:
 
 def pixel_bounds(backbone: Backbone, text: Tensor, device: torch.device | str) -> Bounds:
     """Valid pixels ([0, 1] in the backbone's normalised space) and each text row's initial norm."""
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in backbone.normalization)
-    return Bounds(pixel_low=((0 - mean) / std).to(device), pixel_high=((1 - mean) / std).to(device),
-                  text_norm=text.norm(dim=1, keepdim=True).to(device))
+    low, high = pixel_range(backbone.normalization, device)
+    return Bounds(pixel_low=low, pixel_high=high, text_norm=text.norm(dim=1, keepdim=True).to(device))
 
 
 #: The engine's modules: a condenser built on it lists them in its `code_version` (vlbench/versions.py).
 TM_ENGINE = ("vlbench.tm.condenser", "vlbench.tm.distiller", "vlbench.tm.inner", "vlbench.tm.tesla", "vlbench.tm.memory",
-             "vlbench.tm.experts", "vlbench.train")
+             "vlbench.tm.experts", "vlbench.train", "vlbench.coreset")  # coreset: the initial pairs (random_pairs)
 
 
 class TMCondenser(Condenser):
@@ -137,8 +138,7 @@ class TMCondenser(Condenser):
     def setup(self, ctx: CondenseContext) -> Setup:
         check_budget(ctx.budget, len(ctx.train))
         backbone, trajectories = self.experts(ctx)
-        # Initialised from the same seeded pairs as `random`: iteration 0 is the random coreset.
-        picked = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[: ctx.budget]
+        picked = random_pairs(ctx)  # iteration 0 is the random coreset
         images, text = ctx.train.select(picked)
         if self.config.init_augment:
             augment = self.expert_spec(ctx).augmentation()

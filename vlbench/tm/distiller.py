@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vlbench.api import SIDES, VLBenchError, option
+from vlbench.api import SIDES, VLBenchError, derived_seed, option
 from vlbench.storage import atomic_path
 from vlbench.tm import inner
-from vlbench.tm.experts import Trajectory, derived_seed
+from vlbench.tm.experts import Trajectory
 from vlbench.tm.inner import BatchLoss, Student
 from vlbench.tm.tesla import unroll_tesla
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench import costs
-from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, stable_hash
+from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, derived_seed, stable_hash
 from vlbench.data.transforms import Augment, expert_augment
 from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
@@ -23,12 +23,6 @@ from vlbench.versions import CodeVersion
 EXPERT_BUFFER = CodeVersion("expert_buffer", 1, ("vlbench.tm.experts", "vlbench.train", "vlbench.data.transforms"))
 
 Trajectory = list[dict[str, Tensor]]  # trainable parameters after epochs 0, 1, ..., E
-
-
-def derived_seed(*parts) -> int:
-    """A seed from a tuple (no clock): every random draw of an epoch or iteration is replayable."""
-    return int(stable_hash(list(parts), 12), 16) % 2**62
-
 
 
 @dataclass(frozen=True)
