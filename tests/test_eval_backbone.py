@@ -6,7 +6,7 @@ import pytest
 
 from vlbench.cli import main
 from vlbench.core import RunSpec, VLBenchError
-from vlbench.results import ResultsStore
+from vlbench.results import ResultsStore, RunRecord
 from vlbench.sweep import expand
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ def test_committed_records_keep_the_run_key_the_planner_computes():
     for r in condensed:
         run = Run(RunSpec.from_dict(r["spec"]), progress=False)
         assert run.run_key == r["run_key"], r["run_id"]
+        assert run.identity == RunRecord(r).identity, r["run_id"]  # the store recognises it
 
 
 def test_eval_backbones_in_a_grid_are_an_axis():

@@ -69,6 +69,29 @@ def test_a_spelled_out_default_backbone_option_is_the_default_run():
     assert same.spec == plain.spec and same.run_key == plain.run_key and same.eval_backbone is same.backbone
 
 
+def test_a_run_recorded_with_an_option_spelled_out_is_the_run_once_that_value_is_the_default(tiny, tmp_path):
+    """A record that spelled out forgetting's `lr: 0.01` (made before 0.01 became the default) is found by the run
+    that leaves it out, by `vlbench run` and by a sweep; every run key stays what it was."""
+    from vlbench.results import ResultsStore, new_run_id
+    from vlbench.runner import Run, recorded
+    from vlbench.sweep import Sweep, make_plan
+
+    base, _ = tiny
+    common = {"condenser": "forgetting", "budget": 5, "data_root": str(base / "data")}
+    spelled = Run(resolve_spec({**common, "condenser_options": {"lr": 0.01}}), progress=False)
+    plain = Run(resolve_spec(common), progress=False)
+    assert spelled.run_key != plain.run_key and plain.identity == plain.run_key  # the keys are untouched
+    ResultsStore(tmp_path).add({  # what Evaluation.record writes for these fields
+        "schema": 2, "run_id": new_run_id(spelled.run_key), "run_key": spelled.run_key,
+        "created": "2026-12-01T00:00:00Z", "spec": {**spelled.spec.to_dict(), "data_root": None},
+        "condenser": {"name": "forgetting", "config": spelled.condenser.config_dict()}})
+    assert recorded(plain, tmp_path)["run_key"] == spelled.run_key
+    other = Run(resolve_spec({**common, "condenser_options": {"lr": 0.02}}), progress=False)
+    assert recorded(other, tmp_path) is None  # another value is another run
+    plan = make_plan(Sweep("s", [{**common, "condenser_options": [{}, {"lr": 0.01}, {"lr": 0.02}]}], str(tmp_path)))
+    assert len(plan.runs) == 2 and len(plan.done) == 1  # lr 0.01 spelled out is the plain run: planned once, done
+
+
 def test_the_full_reference_resolves_its_budget_and_keeps_its_committed_run_key():
     from vlbench.runner import Run
 

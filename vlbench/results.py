@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlbench.core import stable_hash
 from vlbench.storage import atomic_write_json
+
+
+def run_identity(spec: Mapping[str, Any], condenser_config: Mapping[str, Any]) -> str:
+    """How the results store recognises a run: its run key as if no condenser option were spelled out, the
+    condenser's effective config saying what they are. An option spelled out at a value that is (or became)
+    its default is then the same run as leaving it out. For a run that sets no option it is the run key."""
+    return stable_hash({**spec, "data_root": None, "condenser_options": {}, "condenser_config": condenser_config})
 
 
 def new_run_id(run_key: str) -> str:
@@ -64,6 +72,14 @@ class RunRecord(Mapping):
     @property
     def run_key(self) -> str:
         return self._data["run_key"]
+
+    @property
+    def identity(self) -> str | None:
+        """`run_identity` of the recorded spec and config; schema-1 records (whose specs lack fields that
+        their keys hashed) are known by their run key alone."""
+        if self._data.get("schema", 1) < 2:
+            return self._data.get("run_key")  # very old records may have none
+        return run_identity(self._data["spec"], self._data["condenser"]["config"])
 
     @property
     def condenser(self) -> str:
@@ -138,6 +154,6 @@ class ResultsStore:
             out.append(RunRecord(record))
         return sorted(out, key=lambda r: (r["created"], r.run_id))
 
-    def find(self, run_key: str) -> list[RunRecord]:
-        """Records of runs with this run key (the same spec), oldest first."""
-        return [r for r in self.records() if r.get("run_key") == run_key]  # very old records may have none
+    def find(self, identity: str) -> list[RunRecord]:
+        """Records of the run with this identity (`Run.identity`: the same spec and effective config), oldest first."""
+        return [r for r in self.records() if r.identity == identity]

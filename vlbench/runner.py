@@ -20,7 +20,7 @@ from vlbench.core import resolve_spec
 from vlbench.data.transforms import train_augment
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
-from vlbench.results import ResultsStore, RunRecord
+from vlbench.results import ResultsStore, RunRecord, run_identity
 from vlbench.stages import Stage, StageInput
 from vlbench.train import TrainData, train
 
@@ -140,6 +140,12 @@ class Run:
         """
         return stable_hash({**self.spec.to_dict(), "data_root": None, "condenser_config": self.condenser.config_dict()})
 
+    @property
+    def identity(self) -> str:
+        """How the results store recognises this run (`results.run_identity`): its spec and the condenser's
+        effective config, however its options were spelled; the run key itself wherever no option is set."""
+        return run_identity(self.spec.to_dict(), self.condenser.config_dict())
+
     @functools.cached_property
     def condense_key(self) -> str:
         """The condensed set's identity in the cache: what determines it, and nothing that only evaluates it."""
@@ -216,7 +222,7 @@ def resolved(spec: RunSpec | Run, plugins: Registry | None = None, progress: boo
 
 def recorded(spec: RunSpec | Run, results_dir: Path | str, plugins: Registry | None = None) -> RunRecord | None:
     """The newest record of this very run in `results_dir`, if it ran before."""
-    found = ResultsStore(Path(results_dir)).find(resolved(spec, plugins, progress=False).run_key)
+    found = ResultsStore(Path(results_dir)).find(resolved(spec, plugins, progress=False).identity)
     return found[-1] if found else None
 
 

@@ -2,7 +2,8 @@
 
 A sweep file (YAML) names a `grid`: any RunSpec field may be a list, and the runs are the
 cartesian product (a list of grids is their union). Planning gives every run the key the runner
-records (`Run.run_key`); a run whose key has a record in the results store is done and skipped.
+records (`Run.run_key`); a run with a record in the results store (found by `Run.identity`: the same
+spec and effective condenser config, however its options are spelled) is done and skipped.
 What the pending runs share is executed first, once per distinct cache key, in phases:
 
 1. data: backbone weights and text features, per data set and backbone;
@@ -127,6 +128,11 @@ class Task:
     stage: str | None = None
     needs: tuple[str, ...] = ()  # keys of the tasks that must succeed first
     allow_dirty: bool = False  # a run: record into a tracked directory from uncommitted code
+    identity: str | None = None  # a run's: how the results store recognises its record (Run.identity)
+
+    def __post_init__(self):
+        if self.identity is None:  # what it is for a run that spells out no condenser option
+            object.__setattr__(self, "identity", self.key)
 
     def beside_lock(self, suffix: str) -> Path:
         """A file beside the task's lock: runs lock in the results store, prepare tasks in the cache."""
@@ -142,7 +148,7 @@ class Task:
 @dataclass
 class Plan:
     runs: list[Task]  # every run of the grid, in grid order
-    done: dict[str, str]  # run key -> run_id of a record that exists
+    done: dict[str, str]  # run key -> run_id of a record of the run
     phases: list[list[Task]]  # what is left to execute, in order
 
     @property
@@ -161,7 +167,7 @@ def make_plan(sweep: Sweep) -> Plan:
 
     specs = expand(sweep.grid)
     results = str(Path(sweep.results).expanduser().resolve())  # jobs may start in another directory
-    recorded = {r.run_key: r.run_id for r in ResultsStore(results).records()}
+    recorded = {r.identity: r.run_id for r in ResultsStore(results).records()}
     dicts = [dataclasses.asdict(s) for s in specs]
     varying = [f for f in dicts[0] if any(d[f] != dicts[0][f] for d in dicts)] or ["condenser", "budget"]
     datasets: dict[str, Any] = {}  # each data set is read once
@@ -175,11 +181,11 @@ def make_plan(sweep: Sweep) -> Plan:
             run.check_budget()
         except VLBenchError as e:
             raise VLBenchError(f"grid run {_label(spec, varying)}: {e}") from e
-        spec, key = run.spec, run.run_key
-        if key in runs:  # the same run twice (e.g. `full` at several budgets)
+        spec, identity = run.spec, run.identity
+        if identity in runs:  # the same run twice (e.g. `full` at several budgets, an option spelled at its default)
             continue
         needs = []
-        if key not in recorded:
+        if identity not in recorded:
             dataset = run.dataset
             evaluated_on = [run.eval_backbone.id] if run.eval_backbone is not run.backbone else []
             data_key = "data-" + stable_hash([dataset.name, dataset.fingerprint, run.backbone.id, *evaluated_on])
@@ -190,10 +196,12 @@ def make_plan(sweep: Sweep) -> Plan:
                      stage, (data_key,))
                 for stage, stage_key in run.stage_keys.items()]
             needs = [prepares.setdefault(t.key, t).key for t in shared if not t.prepared]
-        runs[key] = Task("run", key, spec, results, _label(spec, varying), needs=tuple(needs), allow_dirty=sweep.allow_dirty)
+        runs[identity] = Task("run", run.run_key, spec, results, _label(spec, varying), needs=tuple(needs),
+                              allow_dirty=sweep.allow_dirty, identity=identity)
     phases = [[t for t in prepares.values() if t.kind == kind] for kind in ("data", "stage")]
-    phases.append([t for t in runs.values() if t.key not in recorded])
-    return Plan(list(runs.values()), {k: recorded[k] for k in runs if k in recorded}, [p for p in phases if p])
+    phases.append([t for t in runs.values() if t.identity not in recorded])
+    done = {t.key: recorded[t.identity] for t in runs.values() if t.identity in recorded}
+    return Plan(list(runs.values()), done, [p for p in phases if p])
 
 
 def describe(plan: Plan) -> str:
@@ -230,7 +238,7 @@ def execute(task: Task, progress: bool = False) -> Outcome:
         with file_lock(task.beside_lock(".lock"), wait=False) as held:
             if not held:
                 return Outcome("busy", "running in another process")
-            if store.find(task.key):  # recorded by another sweep since we planned
+            if store.find(task.identity):  # recorded by another sweep since we planned
                 return Outcome("ok", "already recorded")
             record = run(task.spec, task.results, progress=progress, allow_dirty=task.allow_dirty)
         mean, std = record.mean_recall
@@ -270,5 +278,5 @@ def run_plan(plan: Plan, executor: Executor, retries: int = 0, echo: Callable[[s
 
 def missing(plan: Plan) -> list[Task]:
     """The plan's runs that have no record (read afresh from the results store)."""
-    recorded = {r.run_key for r in ResultsStore(plan.runs[0].results).records()} if plan.runs else set()
-    return [t for t in plan.runs if t.key not in recorded]
+    recorded = {r.identity for r in ResultsStore(plan.runs[0].results).records()} if plan.runs else set()
+    return [t for t in plan.runs if t.identity not in recorded]
