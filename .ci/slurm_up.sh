@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A single-node SLURM with accounting on this Debian machine, for tests/test_slurm.py:
 # munged, mariadbd, slurmdbd (+ `sacctmgr add cluster`), slurmctld, slurmd; returns once the
-# node is idle. Needs root and apt. Exits non-zero with one line on stderr when something fails;
-# .ci/run then goes on without SLURM and the SLURM tests skip.
+# node is idle. Needs root and apt. Exits non-zero with one line on stderr when something fails
+# (.ci/run then fails CI: where root and apt exist, a cluster that does not come up is a fault).
+# Safe to rerun: daemons already up are kept, and what a dead one left behind is cleared first.
 set -euo pipefail
 
 fail() { echo "slurm_up: $*" >&2; exit 1; }
@@ -71,7 +72,15 @@ EOF
 chown slurm:slurm /etc/slurm/slurmdbd.conf
 chmod 600 /etc/slurm/slurmdbd.conf
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# needs_start PIDFILE NAME [LEFTOVER...]: true when no process NAME holds PIDFILE; then the pid file and
+# the leftovers of an earlier run (sockets, saved state) are removed first. A pid file from an earlier boot
+# may name a live process of another program (kill -0 succeeds), and a stale munge socket lock or saved
+# slurmctld state (another ClusterName, old jobs) stops a fresh daemon: both once made CI skip every test.
+needs_start() {
+    local pidfile=$1 name=$2; shift 2
+    [ -f "$pidfile" ] && [ "$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null)" = "$name" ] && return 1
+    rm -rf "$pidfile" "$@"
+}
 retry() {  # retry SECONDS COMMAND...: until COMMAND succeeds, or fail
     local deadline=$((SECONDS + $1)); shift
     until "$@" >/dev/null 2>&1; do
@@ -82,22 +91,26 @@ retry() {  # retry SECONDS COMMAND...: until COMMAND succeeds, or fail
 
 [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1k count=1 status=none
                                  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
-running /run/munge/munged.pid || runuser -u munge -- munged || fail "munged did not start"
+if needs_start /run/munge/munged.pid munged /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock; then
+    runuser -u munge -- munged || fail "munged did not start"
+fi
 retry 20 munge -n
 
-running /run/mysqld/mysqld.pid || { mysqld_safe --pid-file=/run/mysqld/mysqld.pid >/dev/null 2>&1 & }
+if needs_start /run/mysqld/mysqld.pid mariadbd /run/mysqld/mysqld.sock; then
+    mysqld_safe --pid-file=/run/mysqld/mysqld.pid >/dev/null 2>&1 &
+fi
 retry 60 mysqladmin ping
 mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$password';
           GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';" || fail "cannot create the accounting database user"
 
-running /run/slurmdbd.pid || slurmdbd || fail "slurmdbd did not start"
+if needs_start /run/slurmdbd.pid slurmdbd; then slurmdbd || fail "slurmdbd did not start"; fi
 retry 60 sacctmgr -i show cluster
 sacctmgr -n show cluster format=cluster | grep -qw "$cluster" || sacctmgr -i add cluster "$cluster" >/dev/null \
     || fail "sacctmgr add cluster failed"
 
-running /run/slurmctld.pid || slurmctld || fail "slurmctld did not start"
+if needs_start /run/slurmctld.pid slurmctld /var/spool/slurmctld/*; then slurmctld || fail "slurmctld did not start"; fi
 retry 60 scontrol ping
-running /run/slurmd.pid || slurmd || fail "slurmd did not start"
+if needs_start /run/slurmd.pid slurmd /var/spool/slurmd/*; then slurmd || fail "slurmd did not start"; fi
 idle() { [ "$(sinfo -h -N -o %T | head -1)" = idle ]; }
 retry 60 idle
 echo "slurm_up: node $host idle, cluster $cluster with accounting"
