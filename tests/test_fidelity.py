@@ -26,6 +26,8 @@ OFFICIAL = {
     "lr_space": "linear", "max_grad_norm": None, "clamp_pixels": False, "renorm_text": False, "clamp_lrs": False,
 }
 OFFICIAL_PROTOCOL = {"augment": False, "learned_lr_sides": "image"}
+#: The fields of an unaugmented expert spec's key before later ones (precision, text) joined it at their old values.
+OLD_SPEC_FIELDS = ("lr", "momentum", "weight_decay", "batch_size", "seed")
 
 
 def official_distiller(trajectories, tmp_path, **overrides) -> tuple[Distiller, Bounds]:
@@ -75,6 +77,7 @@ def test_official_and_corrected_presets_parse_and_differ_only_by_named_switches(
         # nfnet-bert takes the official code's CLIP statistics; open_clip models have them already
         assert ours.backbone_options == {}
         assert theirs.backbone_options == ({"normalization": "clip"} if ours.backbone == "nfnet-bert" else {})
+        assert ours.protocol.precision == theirs.protocol.precision == "fp32"  # the official code never autocasts
         assert ours.protocol.id != theirs.protocol.id  # tables never mix the two
 
 
@@ -141,8 +144,7 @@ def test_official_experts_train_on_augmented_images_and_unaugmented_buffers_keep
 
     spec = ExpertSpec(**{**dataclasses.asdict(SPEC), "augment": "crop_flip_randaugment",
                          "normalization": ((0.5,) * 3, (0.25,) * 3)})
-    old_key = stable_hash(["data", "tiny", {**{k: v for k, v in dataclasses.asdict(SPEC).items()
-                                              if k not in ("augment", "normalization")}, "epochs": None}])
+    old_key = stable_hash(["data", "tiny", {**{k: getattr(SPEC, k) for k in OLD_SPEC_FIELDS}, "epochs": None}])
     assert ExpertBuffer.locate("data", "tiny", SPEC).directory.name == f"tiny-{old_key}"
     assert ExpertBuffer.locate("data", "tiny", spec).directory != ExpertBuffer.locate("data", "tiny", SPEC).directory
     plain = ExpertBuffer.locate("data", "tiny", SPEC).build(1, tiny_model, tiny_pairs(), progress=False)
@@ -151,6 +153,19 @@ def test_official_experts_train_on_augmented_images_and_unaugmented_buffers_keep
     assert not all(torch.equal(plain[0][1][k], augmented[0][1][k]) for k in plain[0][1])
     with pytest.raises(VLBenchError, match="expert augmentation"):
         expert_augment("randaugment", None)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def test_experts_train_at_the_protocol_precision_and_fp32_buffers_keep_their_keys():
+    from vlbench_plugins.tm import TrajectoryMatching
+
+    bf16 = TrajectoryMatching().expert_spec(condense_context(protocol=TrainProtocol(precision="bf16")))
+    fp32 = TrajectoryMatching().expert_spec(condense_context())
+    assert bf16.protocol(steps=1).precision == "bf16" and fp32.protocol(steps=1).precision == "fp32"
+    assert set(fp32.key_fields()) == {*OLD_SPEC_FIELDS, "epochs"}
+    assert bf16.key_fields()["precision"] == "bf16"
 
 
 # ----------------------------------------------------------------------------- (c) expert weight decay, (g) inner SGD

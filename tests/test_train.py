@@ -102,3 +102,30 @@ def test_dropout_is_seeded_by_the_model_seed_and_leaves_the_global_rng_alone():
     params = [list(m.trainable_parameters().values()) for m in (a, b, c)]
     assert all(torch.equal(x, y) for x, y in zip(params[0], params[1]))
     assert not all(torch.equal(x, y) for x, y in zip(params[0], params[2]))
+
+
+def test_precision_is_in_the_protocol_id_and_fp32_keeps_the_ids_records_have():
+    import pytest
+
+    from vlbench.api import RunSpec, VLBenchError
+
+    assert TrainProtocol().id == "v2-38042a"  # the committed board's, made before the field existed
+    assert TrainProtocol(precision="fp32").id == TrainProtocol().id
+    assert TrainProtocol(precision="bf16").id != TrainProtocol().id
+    assert "precision" not in RunSpec("random", 10).to_dict()["protocol"]  # run keys stay too
+    assert RunSpec("random", 10, protocol=TrainProtocol(precision="bf16")).to_dict()["protocol"]["precision"] == "bf16"
+    with pytest.raises(VLBenchError, match="precision must be one of fp32, bf16"):
+        TrainProtocol(precision="fp16")
+
+
+def test_bf16_precision_reaches_autocast_and_fp32_stays_full_precision():
+    data = TrainData.from_pairs(toy_pairs())
+    trained, dtypes = {}, {}
+    for precision in ("fp32", "bf16"):
+        model, seen = toy_model(0), set()
+        model.text_head.proj.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+        trained[precision] = train(model, data, TrainProtocol(steps=3, batch_size=16, precision=precision), seed=0)
+        dtypes[precision] = seen
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    assert all(p.dtype == torch.float32 for p in trained["bf16"].parameters())  # autocast, not a bf16 model
+    assert not torch.equal(trained["fp32"].text_head.proj.weight, trained["bf16"].text_head.proj.weight)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vlbench.core import (  # noqa: F401 (re-exported)
     SIDES, SPLITS, Configured, RunSpec, TrainProtocol, VLBenchError, cache_dir, derived_seed, make_config, option,
-    option_defaults, stable_hash,
+    option_defaults, stable_hash, without_added_later,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 from vlbench.versions import CodeVersion
@@ -436,8 +436,7 @@ class Condenser(ABC):
     added_later: ClassVar[dict[str, Any]] = {}
 
     def config_dict(self) -> dict[str, Any]:
-        config = dataclasses.asdict(self.config)
-        return {k: v for k, v in config.items() if k not in self.added_later or v != self.added_later[k]}
+        return without_added_later(dataclasses.asdict(self.config), self.added_later)
 
     def bounded_pixels(self) -> bool:
         """Whether its images stay in the valid image range (checked before caching); a method that

@@ -18,6 +18,7 @@ from typing import Any
 
 SIDES = ("image", "text")
 SPLITS = ("test", "val")
+PRECISIONS = ("fp32", "bf16")
 
 
 class VLBenchError(Exception):
@@ -44,8 +45,9 @@ def derived_seed(*parts: Any) -> int:
 def _check_types(obj: Any, what: str) -> None:
     """One line per field whose value does not have its annotated type (a YAML `budget: "abc"` must not
     become a traceback later); an int given for a float field becomes that float."""
-    for name, hint in typing.get_type_hints(type(obj)).items():
-        value = getattr(obj, name)
+    hints = typing.get_type_hints(type(obj))
+    for name in (f.name for f in dataclasses.fields(obj)):
+        value, hint = getattr(obj, name), hints[name]
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(obj, name, float(value))  # YAML writes 1e-2 as a string but 1 as an int
         elif not _fits(value, hint):
@@ -64,6 +66,12 @@ def option_defaults(config: type) -> dict[str, Any]:
     """{option: default} of a `Config` dataclass."""
     return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(config)}
+
+
+def without_added_later(values: dict[str, Any], added_later: dict[str, Any]) -> dict[str, Any]:
+    """`values` less the options added after records were made that hold the value those records had,
+    so that their keys and ids stay what they were."""
+    return {k: v for k, v in values.items() if k not in added_later or v != added_later[k]}
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -136,7 +144,13 @@ class TrainProtocol:
     augment: bool = True
     #: "per_side": each side trains at its own learned lr; "image": both at the image lr (the official code).
     learned_lr_sides: str = "per_side"
+    #: "fp32" on every device (one protocol is one computation); "bf16": forward passes under bfloat16
+    #: autocast, for speed (expert training and evaluation alike).
+    precision: str = "fp32"
     version: str = "2"
+
+    #: Fields added after records were made, with the value those records had (`without_added_later`).
+    added_later: typing.ClassVar[dict[str, Any]] = {"precision": "fp32"}
 
     def __post_init__(self):
         _check_types(self, "protocol")
@@ -144,10 +158,16 @@ class TrainProtocol:
             raise VLBenchError("protocol steps and batch_size must be >= 1 and lr > 0")
         if self.learned_lr_sides not in ("per_side", "image"):
             raise VLBenchError(f"protocol learned_lr_sides must be 'per_side' or 'image', got {self.learned_lr_sides!r}")
+        if self.precision not in PRECISIONS:
+            raise VLBenchError(f"protocol precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol as ids, run keys and records hold it."""
+        return without_added_later(dataclasses.asdict(self), self.added_later)
 
     @property
     def id(self) -> str:
-        return f"v{self.version}-{stable_hash(dataclasses.asdict(self), 6)}"
+        return f"v{self.version}-{stable_hash(self.to_dict(), 6)}"
 
 
 @dataclass(frozen=True)
@@ -190,7 +210,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as records and run keys hold it: the evaluation backbone only when one is given,
         so that the keys of runs recorded before it existed stay what they were."""
-        d = dataclasses.asdict(self)
+        d = {**dataclasses.asdict(self), "protocol": self.protocol.to_dict()}
         for name in ("eval_backbone", "eval_backbone_options"):
             if not d[name]:
                 del d[name]

@@ -3,7 +3,6 @@ score them on the asked split, and return the record, with each stage's wall tim
 """
 from __future__ import annotations
 
-import dataclasses
 import platform
 import resource
 import sys
@@ -139,7 +138,7 @@ class Evaluation:
             "dataset": {**run.plugins.provenance("dataset", spec.dataset), "fingerprint": run.dataset.fingerprint},
             # the table's protocol; `evaluation`: how these models trained, where the condenser differs (full)
             "protocol": {"id": spec.protocol.id, **spec_dict["protocol"],
-                         "evaluation": None if protocol == spec.protocol else dataclasses.asdict(protocol)},
+                         "evaluation": None if protocol == spec.protocol else protocol.to_dict()},
             "budget": spec.budget,
             "condensed": condensed,
             "seeds": seeds,

@@ -115,11 +115,14 @@ class TrainData:
         return len(self.pair_image)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA GPUs that support it (no loss scaling needed); full precision elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, precision: str):
+    """The protocol's precision: "bf16" runs the forward under bfloat16 autocast (on the CPU too; no loss
+    scaling needed), "fp32" in full precision on every device."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise VLBenchError(f"{torch.cuda.get_device_name(device)} has no bf16: use protocol precision fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def batches(num_pairs: int, batch_size: int, generator: torch.Generator):
@@ -145,7 +148,7 @@ def train(
     """Train `model` in place for `steps` (default: protocol.steps) SGD steps.
 
     Batch order, augmentation and dropout draw from generators seeded with `seed` alone; `augment(pixels,
-    generator)` gets each batch already on `device`. On CUDA the forward runs under bf16 autocast.
+    generator)` gets each batch already on `device`. The forward runs at `protocol.precision`.
     `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
     The loss is `clip_loss`, or the set's target loss (`TARGET_LOSSES`) on each batch's sub-matrix when
     `data.targets` is set.
@@ -164,7 +167,7 @@ def train(
             pixels = data.images[data.pair_image[idx]].to(device)
             if augment is not None:
                 pixels = augment(pixels, generator)
-            with autocast(device):
+            with autocast(device, protocol.precision):
                 image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
             if data.targets is None:
                 loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)

@@ -112,7 +112,8 @@ class TMCondenser(Condenser):
         weight_decay = ctx.protocol.weight_decay if c.expert_weight_decay is None else c.expert_weight_decay
         return ExpertSpec(epochs=c.train_epochs, lr=c.expert_lr, momentum=c.expert_momentum, weight_decay=weight_decay,
                           batch_size=c.expert_batch_size, augment=c.expert_augment,
-                          normalization=None if c.expert_augment == "none" else ctx.backbone.normalization)
+                          normalization=None if c.expert_augment == "none" else ctx.backbone.normalization,
+                          precision=ctx.protocol.precision)
 
     def check_flip_safe(self, ctx: CondenseContext) -> None:
         """Crops and flips contradict captions that name positions (synthscenes): refuse them there."""

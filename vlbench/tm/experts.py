@@ -5,14 +5,14 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from vlbench import costs
-from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, derived_seed, stable_hash
+from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, derived_seed, stable_hash, without_added_later
 from vlbench.data.transforms import Augment, expert_augment
 from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
@@ -39,21 +39,27 @@ class ExpertSpec:
     #: "crop_flip_randaugment" (the official experts'); the latter needs the backbone's normalization.
     augment: str = "none"
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    #: The evaluation protocol's (`TrainProtocol.precision`): experts train as evaluation models do.
+    precision: str = "fp32"
+
+    #: Fields added after buffers were built, with the value those buffers had: out of their keys there.
+    added_later: ClassVar[dict] = {"precision": "fp32"}
 
     def __post_init__(self):
         self.augmentation()  # an unknown augmentation is an error before anything trains
 
     def protocol(self, steps: int) -> TrainProtocol:
         return TrainProtocol(steps=steps, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                             weight_decay=self.weight_decay)
+                             weight_decay=self.weight_decay, precision=self.precision)
 
     def augmentation(self) -> Augment | None:
         return expert_augment(self.augment, self.normalization)
 
     def key_fields(self) -> dict:
         """What identifies a buffer: everything but the number of epochs (so that buffers extend).
-        Unaugmented specs leave the augmentation fields out: their buffers keep the keys they had."""
-        fields = {**dataclasses.asdict(self), "epochs": None}
+        Unaugmented specs leave the augmentation fields out, and the fields added later at their old value:
+        their buffers keep the keys they had."""
+        fields = without_added_later({**dataclasses.asdict(self), "epochs": None}, self.added_later)
         if self.augment == "none":
             del fields["augment"], fields["normalization"]
         return fields
