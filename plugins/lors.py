@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from vlbench.api import CondenseContext, CondensedSet, LowRankTargets, VLBenchError, derived_seed, option
+from vlbench.spaces import Choice, LogUniform
 from vlbench.tm import TM_ENGINE, Distiller, Learnable, Setup, TMCondenser, TMConfig
 from vlbench.versions import CodeVersion
 from vlbench.train import TARGET_LOSSES
@@ -24,12 +25,13 @@ from vlbench.train import TARGET_LOSSES
 @dataclass
 class LoRSConfig(TMConfig):
     lr_sim: float = option(1.0, "outer SGD lr of a, L and R (chosen on val: configs/tuning/lors.yaml; "
-                                "LoRS's script: 10)")
+                                "LoRS's script: 10)", search=LogUniform(0.01, 10.0))
     sim_rank: int = option(10, "r, the rank of the learned similarity (--sim_rank 10)")
     sim_alpha: float = option(3.0, "alpha: the low-rank term is scaled by alpha / r (--alpha 3)")
     #: How S is read, in distillation and evaluation alike; with cross_entropy and lr_sim 0 it is tm-lora exactly.
     target_loss: str = option("wbce", "how S is read: wbce (LoRS's --loss_type WBCE, each entry its own match "
-                                      "probability; chosen on val) or cross_entropy (rows as distributions)")
+                                      "probability; chosen on val) or cross_entropy (rows as distributions)",
+                               search=Choice("wbce", "cross_entropy"))
 
     def __post_init__(self):
         super().__post_init__()

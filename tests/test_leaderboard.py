@@ -90,10 +90,11 @@ def test_columns_and_recovery():
         record("herding", 100, mean=18.0, condense_s=10.0, shared_s=50.0),
     ]))["synthscenes (data 01234567) · backbone tinyvit-minilm · protocol v1-aaaaaa"]
     random, herding, mtt, full = rows  # by budget, best first; the reference last
-    assert list(random) == ["Condenser", "Pairs", "Seeds", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
+    assert list(random) == ["Condenser", "Pairs", "Seeds", "Trials", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean",
                             "Gain", "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
     assert random["Condenser"] == "random 0.1.0"
     assert random["Pairs"] == "100" and random["Seeds"] == "1"
+    assert random["Trials"] == "0" and full["Trials"] == "—"  # nothing to tune; the reference is not tuned
     assert all(random[c] == "20.0 ± 0.0" for c in ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"))
     assert random["Mean"] == "**20.0 ± 0.0**"  # ahead of herding by more than their pooled std (0.7)
     assert random["Recovery"] == "25%" and random["Gain"] == "—"

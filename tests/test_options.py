@@ -95,7 +95,7 @@ def test_list_options_prints_defaults_and_help(capsys):
     assert "epochs  8.0" in capsys.readouterr().out
     assert main(["list", "--options", "tm-lora"]) == 0
     (iterations,) = [line.split(None, 2) for line in capsys.readouterr().out.splitlines() if line.split()[0] == "iterations"]
-    assert iterations[1:] == ["100", "outer iterations (steps of the synthetic data)"]
+    assert iterations[1:] == ["100", "outer iterations (steps of the synthetic data) [tuned: one of 50, 100, 200]"]
     assert main(["list", "--options", "coco"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split(None, 2)[:2] == ["caption_cleaning", "vlbench"]
     assert main(["list", "--options", "tinyvit"]) == 2

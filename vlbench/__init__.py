@@ -14,16 +14,18 @@ from vlbench.hookspecs import hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 
-_CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "derived_seed", "resolve_spec")
+_CORE = ("VLBenchError", "RunSpec", "TrainProtocol", "cache_dir", "stable_hash", "derived_seed", "resolve_spec",
+         "option")
 _API = ("Condenser", "Backbone", "DatasetSource", "TextEncoder", "VLModel", "Pairs", "Split", "ImageTextDataset",
         "CondensedSet", "LowRankTargets", "CondenseContext")
-#: Helpers a method needs whatever it does, by the module that holds them.
-_HELPERS = {"random_pairs": "vlbench.coreset", "pixel_range": "vlbench.pixels"}
+#: Helpers a method needs whatever it does, by the module that holds them; search spaces for its options.
+_HELPERS = {"random_pairs": "vlbench.coreset", "pixel_range": "vlbench.pixels",
+            **{space: "vlbench.spaces" for space in ("LogUniform", "Uniform", "IntRange", "Choice")}}
 __all__ = ["hookimpl", "__version__", *_CORE, *_API, *_HELPERS]
 #: Shared engines and helpers that plugins build on (method code shared by several condensers).
-PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
+PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.spaces", "vlbench.tm", "vlbench.coreset", "vlbench.modules",
                   "vlbench.text_encoders", "vlbench.pixels", "vlbench.storage", "vlbench.data", "vlbench.train",
-                  "vlbench.testing", "vlbench.stages", "vlbench.artifacts", "vlbench.costs",
+                  "vlbench.testing", "vlbench.stages", "vlbench.artifacts", "vlbench.costs", "vlbench.versions",
                   # a plugin's own command resolves a run and builds its stages as the harness does
                   "vlbench.runner", "vlbench.condensing")
 

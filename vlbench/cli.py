@@ -20,14 +20,17 @@ from vlbench.plugins import KINDS, Registry, registry
 from vlbench.provenance import add_allow_dirty_flag
 from vlbench.results import RunRecord
 from vlbench.show import add_show_command
+from vlbench.spaces import search_space
 from vlbench.sweep_cli import add_sweep_commands
+from vlbench.tune_cli import add_tune_command
+from vlbench.tuned_configs import with_tuned
 
 if TYPE_CHECKING:
     from vlbench.runner import Run
 
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
 DEFAULT_RESULTS = "runs"
-RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device")
+RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device", "tuned")
 CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results", "eval_backbones"})
 
 
@@ -92,7 +95,9 @@ def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
     config = with_eval_backbones(run_config(args.config, flags))
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
     names = args.eval_backbone.split(",") if args.eval_backbone else config.pop("eval_backbone", None)
-    specs = [resolve_spec({**config, "eval_backbone": name}, flags) for name in (names if isinstance(names, list) else [names])]
+    given = {flag: value for flag, value in flags.items() if value is not None}
+    specs = [resolve_spec(with_tuned({**config, "eval_backbone": name, **given}))
+             for name in (names if isinstance(names, list) else [names])]
     if args.option or args.backbone_opt:
         specs = [_with_assignments(spec, args.option, args.backbone_opt) for spec in specs]
     return specs, results
@@ -198,7 +203,12 @@ def plugin_options(reg: Registry, name: str) -> str:
         rows = option_rows(cls)
         lines = [f"{kind} {name} ({info.distribution} {info.version}): " + ("options:" if rows else "no options")]
         width = max((len(row[0]) for row in rows), default=0)
-        lines += [f"  {option:<{width}}  {default:<12} {help}".rstrip() for option, default, help in rows]
+        space = search_space(cls.Config) if dataclasses.is_dataclass(getattr(cls, "Config", None)) else {}
+        lines += [f"  {option:<{width}}  {default:<12} {help}".rstrip()
+                  + (f" [tuned: {space[option]}]" if option in space else "") for option, default, help in rows]
+        if kind == "condenser":
+            lines.append("  the tuning ruleset (vlbench tune) tries the [tuned: ...] options' spaces" if space else
+                         "  nothing to tune: the tuning ruleset runs it at its defaults (0 trials)")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -256,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
                      help="a backbone option (repeatable), typed by its default")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
+    run.add_argument("--tuned", action="store_const", const=True,
+                     help="use the options the tuning ruleset chose for this condenser, budget and data set "
+                          "(configs/tuned/; `vlbench tune` makes them); -o options override them")
     run.add_argument("--config", help="YAML file with any of these options (flags override it), or a sweep file: "
                                       "flags on what its grid varies pick one of its runs (e.g. --budget 100)")
     run.add_argument("--results", help=f"results directory (default: {DEFAULT_RESULTS}/; the committed board is results/)")
@@ -281,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_commands(sub)
     add_show_command(sub)
     add_sweep_commands(sub)
+    add_tune_command(sub)
     registry().add_commands(sub)  # plugins' own commands (`vlbench experts` is the tm plugin's)
     return parser
 

@@ -54,12 +54,14 @@ def _check_types(obj: Any, what: str) -> None:
             raise VLBenchError(f"{what} option {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
-def option(default: Any, help: str) -> Any:
+def option(default: Any, help: str, search: Any = None) -> Any:
     """A plugin option: a `Config` dataclass field with its default and one line of help, which
-    `vlbench list --options NAME` prints."""
+    `vlbench list --options NAME` prints; `search` (a `vlbench.spaces.Space`) declares the values the
+    tuning ruleset may try for it (none: never tuned)."""
+    metadata = {"help": help, **({"search": search} if search is not None else {})}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def option_defaults(config: type) -> dict[str, Any]:
@@ -193,6 +195,9 @@ class RunSpec:
     #: The set is condensed once, whatever evaluates it.
     eval_backbone: str | None = None
     eval_backbone_options: dict[str, Any] = field(default_factory=dict)
+    #: Where `condenser_options` came from when they are a tuned config (vlbench/tuning.py): the study,
+    #: the ruleset and its trial count, which the record keeps and the leaderboard shows. None: not tuned.
+    tuned: dict[str, Any] | None = None
 
     def __post_init__(self):
         _check_types(self, "run")
@@ -208,10 +213,10 @@ class RunSpec:
             raise VLBenchError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as records and run keys hold it: the evaluation backbone only when one is given,
-        so that the keys of runs recorded before it existed stay what they were."""
+        """The spec as records and run keys hold it: the evaluation backbone and the tuning provenance only
+        when given, so that the keys of runs recorded before they existed stay what they were."""
         d = {**dataclasses.asdict(self), "protocol": self.protocol.to_dict()}
-        for name in ("eval_backbone", "eval_backbone_options"):
+        for name in ("eval_backbone", "eval_backbone_options", "tuned"):
             if not d[name]:
                 del d[name]
         return d

@@ -41,13 +41,15 @@ FOOTNOTES = {
                     "condensed.soft_targets.loss: soft cross-entropy or LoRS's WBCE).",
     "marks": "**bold**: best at its budget, ahead of the runner-up by more than their pooled std over condensing "
              "seeds; (tie): within that margin of the best.",
+    "trials": "Trials: how many tuning trials chose the row's settings under the tuning ruleset (docs/protocol.md; "
+              "`*`: more than the ruleset gives); 0: nothing to tune; hand: settings chosen by hand before the ruleset.",
     "cost": "Condense: wall time of the condenser plus every shared stage it used (reference model, expert buffer, "
             "forgetting history), counted whether it was built in that run or reused.",
     "cross": "Rows: sets condensed on one backbone; columns: the backbone of the fresh models trained on them. Cells: "
              "mean recall ± std over condensing seeds (a single seed: over its evaluation models); *italic*: the same "
              "architecture (the row of that backbone's own table); the full-data row trains each backbone on all pairs.",
 }
-COLUMNS = ["Condenser", "Pairs", "Seeds", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean", "Gain",
+COLUMNS = ["Condenser", "Pairs", "Seeds", "Trials", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean", "Gain",
            "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
 # vlbench.metrics.METRIC_KEYS, not imported so that rendering a leaderboard does not load torch.
 RECALL_KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
@@ -246,7 +248,8 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "version": r["condenser"]["version"],
         "config": r["condenser"].get("config", {}),
         "config_hash": config_hash(r),
-        "options": r.get("spec", {}).get("condenser_options") or {},  # as the run set them
+        "options": ablated(r),
+        "trials": trials(r),
         "reference": reference,
         "budget": r["budget"],
         "learned_lrs": r["condensed"].get("learned_lrs") is not None,
@@ -265,6 +268,25 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "condense_device": r.get("device"),
         "run_ids": [run["run_id"] for run in runs],
     }
+
+
+def ablated(record: dict[str, Any]) -> dict[str, Any]:
+    """The condenser options a run set beyond its tuned config: an ablation, which gets its own row name."""
+    spec = record.get("spec", {})
+    tuned = (spec.get("tuned") or {}).get("options", {})
+    return {k: v for k, v in (spec.get("condenser_options") or {}).items() if k not in tuned or tuned[k] != v}
+
+
+def trials(record: dict[str, Any]) -> str:
+    """How the row's settings were chosen: the tuning ruleset's trial count (`*`: more trials than the ruleset
+    gives, which makes the row incomparable), 0 for a condenser with no options, `hand` for settings chosen
+    before the ruleset (protocol v2's hand-tuned defaults), `—` for the full-data reference."""
+    tuned = record.get("spec", {}).get("tuned")
+    if tuned:
+        return f"{tuned['trials']}" + ("*" if tuned["trials"] > tuned["ruleset_trials"] else "")
+    if is_reference(record):
+        return "—"
+    return "hand" if record["condenser"].get("config") else "0"
 
 
 def _name(row: dict[str, Any]) -> str:
@@ -290,6 +312,7 @@ def cells(row: dict[str, Any]) -> list[Any]:
         _name(row),
         row["budget"],
         len(row["seeds"]),
+        row["trials"],
         *(f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" for k in RECALL_KEYS[:-1]),
         _mean_cell(row),
         "—" if row["gain"] is None or row["condenser"] == BASELINE else f"{row['gain']:+.1f}",
@@ -312,7 +335,7 @@ def leaderboard_markdown(records: list[dict[str, Any]], split: str = "test") -> 
         align = ("left",) + ("right",) * (len(COLUMNS) - 1)
         text = tabulate([cells(r) for r in table.rows], headers=COLUMNS, tablefmt="github", disable_numparse=True,
                         colalign=align)
-        notes = [FOOTNOTES[n] for n in [*marked(table), "marks", "cost"]]
+        notes = [FOOTNOTES[n] for n in [*marked(table), "marks", "trials", "cost"]]
         parts.append(text + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip())
     for cross in cross_tables(records, split):
         parts.append(f"### {cross.heading}")

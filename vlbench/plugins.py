@@ -20,6 +20,7 @@ name blocks that name from third-party distributions only (a built-in one is blo
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -34,6 +35,7 @@ import pluggy
 
 from vlbench import hookspecs, loaded_code
 from vlbench.core import VLBenchError
+from vlbench.spaces import check_space
 
 GROUP = "vlbench"
 BUILTIN = "vlbench"  # the distribution of the first-party plugins
@@ -106,6 +108,11 @@ def check_plugin_class(kind: str, cls: Any) -> type:
         raise PluginError(f"{cls.__name__} has no `name` string")
     if inspect.isabstract(cls):
         raise PluginError(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    try:  # the study's first trial is the declared default: it must be a point of the space
+        if dataclasses.is_dataclass(getattr(cls, "Config", None)):
+            check_space(cls.Config, f"{kind} {cls.name!r}")
+    except VLBenchError as e:
+        raise PluginError(str(e)) from e
     return cls
 
 

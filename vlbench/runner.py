@@ -23,6 +23,7 @@ from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, RunRecord, run_identity
 from vlbench.stages import Stage, StageInput
 from vlbench.train import TrainData, train
+from vlbench.tuned_configs import with_tuned
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,7 +214,8 @@ def run_from_config(path: str | None, defaults: dict[str, Any], flags: dict[str,
         config.pop(key, None)
     if condenser_options:
         config["condenser_options"] = {**config.get("condenser_options", {}), **condenser_options}
-    return Run(resolve_spec({**defaults, **config}, flags), progress=progress)
+    given = {k: v for k, v in flags.items() if v is not None}
+    return Run(resolve_spec(with_tuned({**defaults, **config, **given})), progress=progress)
 
 
 def resolved(spec: RunSpec | Run, plugins: Registry | None = None, progress: bool = True) -> Run:

@@ -35,6 +35,7 @@ from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec, stable_
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
+from vlbench.tuned_configs import with_tuned
 
 SWEEP_KEYS = ("name", "grid", "results", "executor", "workers", "retries", "submitit")
 
@@ -84,13 +85,14 @@ def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
 
 def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
     """Every combination of every grid: a list value is an axis, anything else is fixed; each is resolved
-    as `vlbench run` resolves its config (so `budget` may be left out for `full`, which trains on every pair)."""
+    as `vlbench run` resolves its config (so `budget` may be left out for `full`, which trains on every pair,
+    and `tuned: true` reads the options the tuning ruleset chose for its condenser and budget)."""
     specs = []
     for g in grid:
         axes = {k: v if isinstance(v, list) else [v] for k, v in with_eval_backbones(g).items()}
         for values in itertools.product(*axes.values()):
             try:
-                specs.append(resolve_spec(dict(zip(axes, values))))
+                specs.append(resolve_spec(with_tuned(dict(zip(axes, values)))))
             except VLBenchError as e:
                 raise VLBenchError(f"bad grid entry {dict(zip(axes, values))}: {e}") from e
     return specs
@@ -100,7 +102,7 @@ def one_run(path: str | Path, flags: dict[str, Any]) -> RunSpec:
     """The run of sweep `path` that `flags` (run options, None: not given) pick, for `vlbench run --config`:
     a flag on an option the grid varies selects, one on an option it fixes overrides it later."""
     specs = expand(load_sweep(path).grid)
-    values = {k: list(dict.fromkeys(getattr(s, k) for s in specs)) for k in flags}  # in grid order
+    values = {k: distinct([getattr(s, k) for s in specs]) for k in flags}
     varying = {k: v for k, v in values.items() if len(v) > 1}
     picked = [s for s in specs if all(flags[k] is None or getattr(s, k) == flags[k] for k in varying)]
     choices = ", ".join(f"--{k.replace('_', '-')} " + " | ".join(map(str, values)) for k, values in varying.items())
@@ -111,6 +113,11 @@ def one_run(path: str | Path, flags: dict[str, Any]) -> RunSpec:
         raise VLBenchError(f"sweep {path} holds {len(picked)} runs: pick one with {choices or 'no flag (they differ in more)'}"
                            f", or run them all with `vlbench sweep {path}`")
     return picked[0]
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    """The distinct values, in order (dicts too: a grid's tuned provenance is one)."""
+    return [v for i, v in enumerate(values) if v not in values[:i]]
 
 
 # ----------------------------------------------------------------------------- planning

@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench.api import SIDES, VLBenchError, derived_seed, option
+from vlbench.spaces import Choice, LogUniform
 from vlbench.storage import atomic_path
 from vlbench.tm import inner
 from vlbench.tm.experts import Trajectory
@@ -55,13 +56,16 @@ class DistillConfig:
     their defaults are vlbench's. docs/fidelity.md names the official function behind each.
     """
 
-    iterations: int = option(100, "outer iterations (steps of the synthetic data)")
-    syn_steps: int = option(10, "inner SGD steps per iteration (paper: 8)")
+    iterations: int = option(100, "outer iterations (steps of the synthetic data)", search=Choice(50, 100, 200))
+    syn_steps: int = option(10, "inner SGD steps per iteration (paper: 8)", search=Choice(5, 10, 20))
     expert_epochs: int = option(1, "M: the target is M expert epochs after the start (paper: 1)")
-    max_start_epoch: int = option(1, "T+: start epochs are drawn from 0..T+ (paper: 2; see start_epochs)")
+    max_start_epoch: int = option(1, "T+: start epochs are drawn from 0..T+ (paper: 2; see start_epochs)",
+                                  search=Choice(0, 1))
     batch_syn: int = option(100, "synthetic pairs per inner step (capped at the budget)")
-    lr_img: float = option(1.0, "outer SGD lr of the pixels; chosen on val (docs/protocol.md; paper: 1000)")
-    lr_txt: float = option(0.1, "outer SGD lr of the text embeddings; chosen on val (paper: 1000)")
+    lr_img: float = option(1.0, "outer SGD lr of the pixels; chosen on val (docs/protocol.md; paper: 1000)",
+                           search=LogUniform(0.1, 100.0))
+    lr_txt: float = option(0.1, "outer SGD lr of the text embeddings; chosen on val (paper: 1000)",
+                           search=LogUniform(0.01, 10.0))
     lr_lr: float = option(0.01, "outer SGD lr of the inner learning rates (of their logs with lr_space log)")
     lr_init: float = option(0.03, "initial inner learning rate of both sides (paper: the expert lr, 0.1)")
     # On CPU false wins: plain SGD at any lr trains the default model ~2 points worse than momentum

@@ -1,0 +1,255 @@
+"""The tuning ruleset: declared search spaces, `vlbench tune` studies (resumable, through the sweep executors),
+tuned configs that runs read with `tuned: true`, and the leaderboard's trial counts.
+
+End-to-end tests tune `forgetting` (its declared space: epochs and lr) on a generated synthscenes slice
+with a tiny protocol, under a small ruleset.
+"""
+import dataclasses
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlbench.api import Condenser, VLBenchError, option
+from vlbench.cli import main
+from vlbench.leaderboard import tables
+from vlbench.results import ResultsStore
+from vlbench.spaces import Choice, IntRange, LogUniform, check_space, search_space
+from vlbench.sweep import expand
+from vlbench.sweep_executors import InProcess, ProcessPool
+from vlbench.tuned_configs import Target, with_tuned
+
+TINY = Target("forgetting", 10, backbone_options={"pretrained": None}, protocol={"steps": 2, "batch_size": 16})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A cache (in os.environ, for worker processes), a tiny data set, and a working directory whose configs/
+    and results/ the study writes to."""
+    import torch
+
+    from vlbench.data.synthscenes import generate
+
+    root = tmp_path_factory.mktemp("tune")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLBENCH_CACHE", str(root / "cache"))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.chdir(root)
+        torch.set_num_threads(1)
+        generate(root / "data", 0, train=24, val=12, test=0, pretrain=0)
+        yield root
+    torch.set_num_threads(threads)
+
+
+def small(trials: int = 3):
+    from vlbench.tuning import Ruleset
+
+    return Ruleset(trials=trials, evals=1, startup_trials=1)
+
+
+def tune(env, target=TINY, **kwargs):
+    from vlbench import tuning
+
+    kwargs.setdefault("executor", InProcess())
+    kwargs.setdefault("ruleset", small())
+    return tuning.tune(target, results=env / "results" / "tuning", data_root=str(env / "data"),
+                       echo=lambda line: None, **kwargs)
+
+
+# ----------------------------------------------------------------------------- spaces
+
+
+def test_spaces_hold_their_values_and_refuse_a_default_outside():
+    assert LogUniform(0.1, 10).contains(1.0) and not LogUniform(0.1, 10).contains(20.0)
+    assert IntRange(2, 10).contains(6) and not IntRange(2, 10).contains(6.0) and not IntRange(2, 10).contains(True)
+    assert Choice("a", "b").contains("a") and not Choice(0, 1).contains(False)
+    with pytest.raises(VLBenchError, match="log scale"):
+        LogUniform(0.0, 1.0)
+
+    @dataclasses.dataclass
+    class Config:
+        lr: float = option(50.0, "an lr", search=LogUniform(0.1, 10))
+        steps: int = option(3, "steps")
+
+    assert list(search_space(Config)) == ["lr"]
+    with pytest.raises(VLBenchError, match="default 50.0 is outside its search space"):
+        check_space(Config, "condenser 'x'")
+
+
+def test_a_plugin_whose_default_is_outside_its_space_is_refused():
+    from vlbench.plugins import PluginError, check_plugin_class
+
+    @dataclasses.dataclass
+    class Config:
+        lr: float = option(50.0, "an lr", search=LogUniform(0.1, 10))
+
+    class Bad(Condenser):
+        name = "bad"
+
+        def condense(self, ctx):
+            raise AssertionError
+
+    Bad.Config = Config
+    with pytest.raises(PluginError, match="outside its search space"):
+        check_plugin_class("condenser", Bad)
+
+
+def test_list_options_shows_the_search_space(capsys):
+    assert main(["list", "--options", "tm-lora"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    (lr_img,) = [line for line in out if line.split()[0] == "lr_img"]
+    assert lr_img.endswith("[tuned: log-uniform [0.1, 100]]")
+    (lr_lr,) = [line for line in out if line.split()[0] == "lr_lr"]
+    assert "tuned" not in lr_lr
+    assert main(["list", "--options", "random"]) == 0
+    assert "nothing to tune" in capsys.readouterr().out
+
+
+def test_first_party_methods_declare_what_the_literature_tunes():
+    from vlbench.tuned_configs import declared_space
+
+    assert {"lr_img", "lr_txt", "iterations", "syn_steps", "max_start_epoch"} <= set(declared_space("tm-lora")[0])
+    assert set(declared_space("tm")[0]) == set(declared_space("tm-lora")[0])
+    assert {"lr_sim", "target_loss"} <= set(declared_space("lors")[0])
+    assert set(declared_space("forgetting")[0]) == {"epochs", "lr"}
+    assert declared_space("random")[0] == {} and declared_space("herding")[0] == {}
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def test_a_study_spends_its_trials_and_writes_the_best(env):
+    from vlbench import tuning
+
+    study = tune(env)
+    counted = tuning.counted(study)
+    assert len(counted) == 3
+    first = study.trials[0]
+    assert first.params == {"epochs": 6, "lr": 0.01} and first.user_attrs["defaults"]  # the method's own choice
+    records = {r.run_id: r for r in ResultsStore(env / "results" / "tuning").records()}
+    for t in counted:
+        record = records[t.user_attrs["record"]]
+        assert record["split"] == "val" and record["spec"]["seed"] == 100 and len(record["seeds"]) == 1
+        assert record.mean_recall[0] == pytest.approx(t.value)
+    assert records[first.user_attrs["record"]]["spec"]["condenser_options"] == {}  # the defaults are the default run
+    best = max(counted, key=lambda t: t.value)
+    choice = yaml.safe_load(TINY.tuned_file.read_text())
+    assert choice["tuning"]["trials"] == 3 and choice["tuning"]["best_trial"] == best.number + 1
+    assert choice["condenser_options"] == {k: v for k, v in best.params.items() if v != {"epochs": 6, "lr": 0.01}[k]}
+    # a second call has nothing left to do, and the same seeded study draws the same trials
+    again = tune(env)
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+
+
+def test_the_sampler_is_seeded(env, tmp_path):
+    """Two fresh studies of one target draw the same settings (the runs are reused from the first's records)."""
+    target = dataclasses.replace(TINY, budget=12)
+    a = tune(env, target, storage=f"sqlite:///{tmp_path / 'a.db'}")
+    b = tune(env, target, storage=f"sqlite:///{tmp_path / 'b.db'}")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert len({json.dumps(t.params, sort_keys=True) for t in a.trials}) == 3
+
+
+def test_a_killed_study_runs_its_interrupted_trial_again(env, tmp_path):
+    from vlbench import tuning
+
+    target = dataclasses.replace(TINY, budget=11)
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    study = tuning.open_study(target, storage, small())
+    trial = study.ask()
+    params = {"epochs": trial.suggest_int("epochs", 2, 10), "lr": trial.suggest_float("lr", 0.001, 0.1, log=True)}
+    trial.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}")  # its process died mid-trial
+    study = tune(env, target, storage=storage)
+    interrupted, retried = study.trials[0], study.trials[1]
+    assert interrupted.user_attrs["interrupted"] and interrupted.state.name == "FAIL"
+    assert retried.params == params and retried.user_attrs["retry_of"] == 0
+    assert len(tuning.counted(study)) == 3 and interrupted not in tuning.counted(study)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_trials_run_through_a_process_pool(env):
+    from vlbench import tuning
+
+    target = dataclasses.replace(TINY, budget=9)
+    study = tune(env, target, executor=ProcessPool(2), width=2, ruleset=small(2))
+    assert len(tuning.counted(study)) == 2
+    records = {r.run_id for r in ResultsStore(env / "results" / "tuning").records()}
+    # each trial ended with a record or with its run's own error (tiny data: some lrs diverge), not a dead job
+    assert all(t.user_attrs.get("record") in records or "diverged" in t.user_attrs["error"] for t in study.trials)
+
+
+def test_a_failed_trial_counts_and_says_why(env):
+    """A setting whose run fails spends a trial (so a fragile space gets no extra tries) and keeps the reason."""
+    from vlbench import tuning
+
+    target = dataclasses.replace(TINY, protocol={**TINY.protocol, "lr": 1e9})  # every evaluation model diverges
+    study = tune(env, target, ruleset=small(2))
+    assert len(tuning.counted(study)) == 2
+    assert all(t.state.name == "FAIL" and "lower the learning rate" in t.user_attrs["error"] for t in study.trials)
+    assert not target.tuned_file.exists()
+
+
+def test_a_bad_target_fails_before_any_trial(env, tmp_path):
+    target = dataclasses.replace(TINY, budget=1000)  # more pairs than the slice's 120
+    storage = f"sqlite:///{tmp_path / 'bad.db'}"
+    with pytest.raises(VLBenchError, match="budget must be between 1 and the 120 training pairs"):
+        tune(env, target, storage=storage)
+    from vlbench import tuning
+
+    assert tuning.open_study(target, storage).trials == []
+
+
+def test_nothing_to_tune_is_one_line(env):
+    with pytest.raises(VLBenchError, match="declares no search space"):
+        tune(env, dataclasses.replace(TINY, condenser="random"))
+
+
+# ----------------------------------------------------------------------------- tuned configs in runs
+
+
+def test_a_tuned_run_uses_the_choice_and_says_so(env):
+    tune(env)  # the study of the first test (or a fresh one): the file exists afterwards
+    choice = yaml.safe_load(TINY.tuned_file.read_text())
+    base = {"condenser": "forgetting", "budget": 10, "backbone_options": {"pretrained": None},
+            "protocol": {"steps": 2, "batch_size": 16}, "data_root": str(env / "data"), "evals": 1}
+    [spec] = expand([{**base, "tuned": True}])
+    assert spec.condenser_options == choice["condenser_options"]
+    assert spec.tuned["trials"] == 3 and spec.tuned["study"] == TINY.name
+    [ablation] = expand([{**base, "tuned": True, "condenser_options": {"epochs": 2}}])
+    assert ablation.condenser_options["epochs"] == 2  # given options win over the tuned ones
+    # random declares nothing: `tuned: true` is its default run (the board's coreset rows keep their keys)
+    [plain] = expand([{**base, "condenser": "random"}])
+    [tuned_random] = expand([{**base, "condenser": "random", "tuned": True}])
+    assert tuned_random == plain
+
+
+def test_a_missing_tuned_config_names_the_command(env):
+    with pytest.raises(VLBenchError, match=r"vlbench tune --condenser tm-lora --budget 300"):
+        with_tuned({"condenser": "tm-lora", "budget": 300, "tuned": True})
+
+
+def test_the_leaderboard_shows_trial_counts(env):
+    from vlbench.leaderboard import trials
+
+    tune(env)
+    results = env / "results" / "board"
+    config = env / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"protocol": {"steps": 2, "batch_size": 16}, "backbone_options": {"pretrained": None}}))
+    assert main(["run", "--condenser", "forgetting", "--budget", "10", "--tuned", "--data-root", str(env / "data"),
+                 "--evals", "1", "--split", "val", "--results", str(results), "--device", "cpu",
+                 "--config", str(config)]) == 0
+    [table] = tables(ResultsStore(results).records(), split="val")
+    [row] = table.rows
+    assert row["trials"] == "3" and row["options"] == {}  # tuned options are not an ablation
+    assert trials({"spec": {"tuned": {"trials": 16, "ruleset_trials": 8}}, "condenser": {}}) == "16*"
+    assert trials({"spec": {}, "condenser": {"reference": False, "config": {"lr_img": 1.0}}}) == "hand"
+    assert trials({"spec": {}, "condenser": {"reference": False, "config": {}}}) == "0"
