@@ -9,6 +9,7 @@ import argparse
 import yaml
 
 from vlbench.core import VLBenchError, cache_dir
+from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
 from vlbench.sweep_executors import EXECUTORS, make_executor
 from vlbench.tuned_configs import Target, declared_space
 
@@ -30,6 +31,7 @@ def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--submitit", action="append", default=[], metavar="KEY=VALUE",
                       help="a submitit parameter for the slurm / submitit-local executors (repeatable)")
     tune.add_argument("--dry-run", action="store_true", help="print the search space and the study's state, run nothing")
+    add_allow_dirty_flag(tune)
     tune.set_defaults(func=cmd_tune)
 
 
@@ -48,6 +50,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         done = 0 if fresh else len(tuning.counted(tuning.open_study(target, args.storage)))
         print(f"{done} of {trials} trials done; the choice goes to {target.tuned_file}")
         return 0
+    check_recordable(args.results, current_source(), args.allow_dirty)  # before the first trial, not in each
     submitit = {}
     for item in args.submitit:
         key, sep, value = item.partition("=")
@@ -58,7 +61,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                              default_log_dir=cache_dir() / "sweeps" / f"tune-{target.name}" / "logs",
                              name=f"vlbench-tune-{target.name}")
     study = tuning.tune(target, executor=executor, width=max(args.workers, 1), trials=trials, storage=args.storage,
-                        results=args.results, data_root=args.data_root, echo=lambda line: print(line, flush=True))
+                        results=args.results, data_root=args.data_root, allow_dirty=args.allow_dirty,
+                        echo=lambda line: print(line, flush=True))
     best = tuning.best_trial(study)  # one line when every trial failed
     print(f"best: trial {best.number + 1}, mean val recall {best.value:.2f}; written to {target.tuned_file}")
     return 0

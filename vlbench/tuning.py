@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from vlbench.core import RunSpec, TrainProtocol, VLBenchError, stable_hash
 from vlbench.results import ResultsStore
-from vlbench.sweep import Sweep, make_plan, run_plan
+from vlbench.sweep import Plan, Sweep, make_plan, run_plan
 from vlbench.tuned_configs import Target, canonical, declared_space, write_choice
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class TrialResult:
 
 def tune(target: Target, *, executor: Executor, width: int = 1, trials: int | None = None, storage: str | None = None,
          results: str | Path = "results/tuning", data_root: str | None = None, ruleset: Ruleset = RULESET,
-         echo: Callable[[str], None] = print) -> optuna.Study:
+         allow_dirty: bool = False, echo: Callable[[str], None] = print) -> optuna.Study:
     """Run the target's study until `trials` (default: the ruleset's) count, `width` at a time; then write
     the best trial's options to the target's tuned config (none when every trial failed)."""
     optuna = _optuna()
@@ -147,8 +147,13 @@ def tune(target: Target, *, executor: Executor, width: int = 1, trials: int | No
         raise VLBenchError(f"{target.condenser!r} declares no search space: under the ruleset it runs at its "
                            "defaults (0 trials); there is nothing to tune")
     trials = ruleset.trials if trials is None else trials
+
+    def sweep(specs: list[RunSpec]) -> Sweep:  # one-run grid entries: a spec holds no list a grid reads as an axis
+        return Sweep(name=f"tune-{target.name}", grid=[{k: v for k, v in s.to_dict().items() if v is not None}
+                                                       for s in specs], results=str(results), allow_dirty=allow_dirty)
+
     # one line for a target that cannot run (unknown data, a budget beyond the data), before a trial is spent
-    make_plan(_sweep(target, [trial_spec(target, {}, data_root, ruleset)], results))
+    make_plan(sweep([trial_spec(target, {}, data_root, ruleset)]))
     study = open_study(target, storage, ruleset)
     study.set_user_attr("ruleset", dataclasses.asdict(ruleset))
     study.set_user_attr("space", {name: str(s) for name, s in space.items()})
@@ -161,7 +166,8 @@ def tune(target: Target, *, executor: Executor, width: int = 1, trials: int | No
         for trial in batch:
             trial.set_user_attr("owner", _owner())
         params = [{name: s.suggest(trial, name) for name, s in space.items()} for trial in batch]
-        for result in _run_trials(target, batch, params, defaults, executor, results, data_root, ruleset):
+        specs = [trial_spec(target, canonical(p, defaults), data_root, ruleset) for p in params]
+        for result in _run_trials(batch, params, specs, make_plan(sweep(specs)), executor):
             state = optuna.trial.TrialState.COMPLETE if result.value is not None else optuna.trial.TrialState.FAIL
             study.tell(result.trial, result.value, state=state)
             echo(f"trial {result.trial.number + 1} ({len(counted(study))} of {trials}): {result.message}  "
@@ -178,12 +184,9 @@ def tune(target: Target, *, executor: Executor, width: int = 1, trials: int | No
     return study
 
 
-def _run_trials(target: Target, batch: list[optuna.Trial], params: list[dict[str, Any]], defaults: dict[str, Any],
-                executor: Executor, results: str | Path, data_root: str | None,
-                ruleset: Ruleset) -> list[TrialResult]:
-    """Execute a batch of trials as one sweep (their shared stages first, then the runs) and read their records."""
-    specs = [trial_spec(target, canonical(p, defaults), data_root, ruleset) for p in params]
-    plan = make_plan(_sweep(target, specs, results))
+def _run_trials(batch: list[optuna.Trial], params: list[dict[str, Any]], specs: list[RunSpec], plan: Plan,
+                executor: Executor) -> list[TrialResult]:
+    """Execute a batch of trials planned as one sweep (their shared stages first, then the runs), read their records."""
     outcomes = run_plan(plan, executor, echo=lambda line: None)
     store = ResultsStore(plan.runs[0].results)
     keys = {stable_hash(t.spec.condenser_options): t.key for t in plan.runs}  # equal trials are one run
@@ -200,12 +203,6 @@ def _run_trials(target: Target, batch: list[optuna.Trial], params: list[dict[str
             trial.set_user_attr("error", message)
             out.append(TrialResult(trial, p, None, f"failed: {message}"))
     return out
-
-
-def _sweep(target: Target, specs: list[RunSpec], results: str | Path) -> Sweep:
-    # one-run grid entries: a spec has no list values that a grid would read as axes
-    return Sweep(name=f"tune-{target.name}", grid=[{k: v for k, v in s.to_dict().items() if v is not None}
-                                                   for s in specs], results=str(results))
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
