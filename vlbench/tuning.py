@@ -189,17 +189,17 @@ def _run_trials(batch: list[optuna.Trial], params: list[dict[str, Any]], specs: 
     """Execute a batch of trials planned as one sweep (their shared stages first, then the runs), read their records."""
     outcomes = run_plan(plan, executor, echo=lambda line: None)
     store = ResultsStore(plan.runs[0].results)
-    keys = {stable_hash(t.spec.condenser_options): t.key for t in plan.runs}  # equal trials are one run
+    tasks = {stable_hash(t.spec.condenser_options): t for t in plan.runs}  # equal trials are one run
     out = []
     for trial, p, spec in zip(batch, params, specs):
-        key = keys[stable_hash(spec.condenser_options)]
-        found = store.find(key)
+        task = tasks[stable_hash(spec.condenser_options)]
+        found = store.find(task.identity)
         if found:
             mean, std = found[-1].mean_recall
             trial.set_user_attr("record", found[-1].run_id)
             out.append(TrialResult(trial, p, mean, f"mean val recall {mean:.1f} ± {std:.1f} (record {found[-1].run_id})"))
         else:
-            message = outcomes[key].message if key in outcomes else "no record"
+            message = outcomes[task.key].message if task.key in outcomes else "no record"
             trial.set_user_attr("error", message)
             out.append(TrialResult(trial, p, None, f"failed: {message}"))
     return out
