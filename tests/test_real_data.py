@@ -238,4 +238,4 @@ def test_vlbench_run_on_a_flickr_tree(tmp_path, vlbench_cache, capsys):
     record = json.loads(record_file.read_text())
     assert record["budget"] == 10 and record["condensed"]["num_pairs"] == 10
     assert len(record["metrics"]["per_seed"]) == 2 and record["dataset"]["fingerprint"]
-    assert record["spec"]["protocol"] == {**TrainProtocol().__dict__, "steps": 3, "batch_size": 8}
+    assert record["spec"]["protocol"] == TrainProtocol(steps=3, batch_size=8).to_dict()

@@ -16,6 +16,7 @@ import torch
 import vlbench
 from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
 from vlbench.condensing import condensed_set
+from vlbench.data.bank import stored_pixels
 from vlbench.metrics import summarize
 from vlbench.progress import RunProgress
 from vlbench.provenance import cpu, loaded_code, package_versions, portable_path, source_commit, tensors_sha256, weight_hashes
@@ -92,7 +93,8 @@ class Evaluation:
     def _hash_inputs(self, train_pairs: Pairs, eval_pairs: Pairs) -> None:
         split = self.run.spec.split
         self.artifacts.update(data=self.run.dataset.fingerprint,
-                              images=tensors_sha256({"train": train_pairs.images, split: eval_pairs.images}),
+                              images=tensors_sha256({"train": stored_pixels(train_pairs.images),
+                                                     split: stored_pixels(eval_pairs.images)}),
                               text_features=tensors_sha256({"train": train_pairs.text_features,
                                                             split: eval_pairs.text_features}))
 
