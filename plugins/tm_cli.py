@@ -54,7 +54,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
     if args.noise_floor:
         for start in range(c.max_start_epoch + 1):
             floor = noise_floor(trajectories[0], backbone.build(0, run.device), ctx.train, buffer.spec, start,
-                                c.expert_epochs, run.device)
+                                c.expert_epochs, run.device, backbone.text_encoder)
             print(f"noise floor, epoch {start} -> {start + c.expert_epochs}: "
                   + ", ".join(f"{side} {v:.3f}" for side, v in floor.items()))
     return 0

@@ -21,7 +21,7 @@ from vlbench.train import clip_loss, make_optimizer
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: Every switch and its official value (the corrected presets hold vlbench's).
 OFFICIAL = {
-    "expert_weight_decay": 0.0, "expert_augment": "crop_flip_randaugment", "init_augment": True,
+    "expert_weight_decay": 0.0, "expert_augment": "crop_flip_randaugment", "expert_text": "live", "init_augment": True,
     "start_epochs": "exclusive", "inner_batches": "independent", "inner_logit_scale": "log", "inner_optimizer": "plain",
     "lr_space": "linear", "max_grad_norm": None, "clamp_pixels": False, "renorm_text": False, "clamp_lrs": False,
 }
@@ -153,6 +153,81 @@ def test_official_experts_train_on_augmented_images_and_unaugmented_buffers_keep
     assert not all(torch.equal(plain[0][1][k], augmented[0][1][k]) for k in plain[0][1])
     with pytest.raises(VLBenchError, match="expert augmentation"):
         expert_augment("randaugment", None)
+
+
+# ----------------------------------------------------------------------------- (t) expert text features
+
+
+@pytest.mark.parametrize("encoder", ["bert", "minilm"])
+def test_official_expert_text_is_the_encoder_in_train_mode_and_leaves_it_in_eval_mode(encoder, tmp_path):
+    from tiny_models import write_tiny_bert
+
+    from vlbench.text_encoders import BertCLSEncoder
+    from vlbench_plugins.tinyvit_minilm import minilm_encoder
+
+    text_encoder = BertCLSEncoder(str(write_tiny_bert(tmp_path))) if encoder == "bert" else minilm_encoder()
+    captions = ["a photo of a red dog on the tree", "two small cats", "a big blue car with a tree"]
+    cached = text_encoder.encode(captions, progress=False)
+
+    def live(seed):
+        torch.manual_seed(seed)  # dropout draws from the global RNG, which the trainer seeds
+        return text_encoder.train_mode_encode(captions, torch.device("cpu"))
+
+    assert torch.equal(live(0), live(0))
+    assert not torch.allclose(live(0), live(1), atol=1e-3)  # dropout is on
+    assert not torch.allclose(live(0), cached, atol=1e-3)
+    assert torch.nn.functional.cosine_similarity(live(0), cached).min() > 0.5  # the same encoder
+    assert torch.allclose(text_encoder.encode(captions, progress=False), cached, atol=1e-6)  # back in eval mode
+
+
+def test_official_experts_recompute_live_text_every_batch_and_cached_buffers_keep_their_keys(vlbench_cache, tmp_path):
+    import dataclasses
+
+    from tiny_models import WORDS, write_tiny_bert
+
+    from vlbench.modules import DualEncoder
+    from vlbench.text_encoders import BertCLSEncoder
+
+    class Counting(BertCLSEncoder):
+        calls = 0
+
+        def train_mode_encode(self, captions, device):
+            Counting.calls += 1
+            return super().train_mode_encode(captions, device)
+
+    text_encoder = Counting(str(write_tiny_bert(tmp_path / "bert")))
+    base = tiny_pairs()
+    captions = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(4)) for i in range(len(base))]
+    pairs = Pairs(base.images, base.pair_image, text_encoder.encode(captions, progress=False), captions)
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return DualEncoder(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 8)), 8, 16, 5)
+
+    live = dataclasses.replace(SPEC, text="live")
+    old_key = stable_hash(["data", "tiny", {**{k: getattr(SPEC, k) for k in OLD_SPEC_FIELDS}, "epochs": None}])
+    assert ExpertBuffer.locate("data", "tiny", SPEC).directory.name == f"tiny-{old_key}"  # cached: as before
+    assert ExpertBuffer.locate("data", "tiny", live).directory != ExpertBuffer.locate("data", "tiny", SPEC).directory
+    cached_run = ExpertBuffer.locate("data", "tiny", SPEC).build(1, model, pairs, progress=False, text_encoder=text_encoder)
+    assert Counting.calls == 0
+    live_run = ExpertBuffer.locate("data", "tiny", live).build(1, model, pairs, progress=False, text_encoder=text_encoder)
+    steps_per_epoch = -(-len(pairs) // SPEC.batch_size)
+    assert Counting.calls == SPEC.epochs * steps_per_epoch  # one encoder forward per batch
+    assert all(torch.equal(cached_run[0][0][k], live_run[0][0][k]) for k in live_run[0][0])  # same start
+    head = "text_head.proj.weight"
+    assert (cached_run[0][1][head] - live_run[0][1][head]).abs().max() > 1e-3
+    with pytest.raises(VLBenchError, match="expert text"):
+        dataclasses.replace(SPEC, text="dropout")
+
+
+def test_official_expert_text_switch_reaches_the_expert_spec():
+    from vlbench_plugins.tm import TrajectoryMatching
+
+    ctx = condense_context()
+    assert TrajectoryMatching(expert_text="live").expert_spec(ctx).text == "live"
+    assert TrajectoryMatching().expert_spec(ctx).text == "cached"
+    assert "expert_text" not in TrajectoryMatching().config_dict()  # run and condense keys as before
+    assert TrajectoryMatching(expert_text="live").config_dict()["expert_text"] == "live"
 
 
 # ----------------------------------------------------------------------------- precision

@@ -107,6 +107,11 @@ class TextEncoder(ABC):
         """{role: file} of the pretrained weights it loads, hashed into every record (none: random weights)."""
         return {}
 
+    def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:
+        """Float32 features on `device` from a forward in train mode (dropout on, no gradient), drawn from
+        torch's global RNG: what the official experts train on (expert text "live")."""
+        raise VLBenchError(f"text encoder {self.id} cannot encode in train mode: use expert_text cached")
+
 
 class VLModel(nn.Module):
     """A dual encoder trained on (image pixels, frozen text embeddings).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -78,3 +79,11 @@ class SentenceTransformerEncoder(TextEncoder):
             model.preprocess, lambda features: model(features)["sentence_embedding"], self.dim, batch_size, progress,
             self.id, workers=encode_workers(),
         )
+
+    def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:
+        from vlbench.text_encoders import train_mode
+
+        model = self._load()
+        features = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in model.preprocess(captions).items()}
+        with train_mode(model.to(device)):
+            return model(features)["sentence_embedding"].float()

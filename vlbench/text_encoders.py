@@ -11,6 +11,7 @@ single-threaded batches at a time. It changes no number beyond float rounding
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -105,6 +106,18 @@ def encode_by_length(captions: list[str], token_counts: Callable[[list[str]], li
     return out[[position[caption] for caption in captions]]
 
 
+@contextlib.contextmanager
+def train_mode(module: nn.Module):
+    """`module` in train mode (dropout on), without gradients; back in eval mode after, so that the features
+    `encode` caches stay eval-mode ones."""
+    module.train()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.eval()
+
+
 def _batches(captions: list[str], batch_size: int, progress: bool, desc: str):
     starts = range(0, len(captions), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2):
@@ -154,6 +167,12 @@ class BertCLSEncoder(TextEncoder):
             workers=1 if model.device.type == "cuda" else encode_workers(),
         )
 
+    def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:
+        tokenizer, model = self._load()
+        tokens = tokenizer(captions, padding=True, truncation=True, return_tensors="pt").to(device)
+        with train_mode(model.to(device)):
+            return model(**tokens).last_hidden_state[:, 0].float()
+
 
 class OpenCLIPTextEncoder(TextEncoder):
     """A frozen open_clip text tower: the text feature is its output embedding (`encode_text`, not normalised)."""
@@ -168,3 +187,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         out = [self.model.encode_text(self.tokenizer(batch).to(device)).float().cpu()
                for batch in _batches(captions, batch_size, progress, "CLIP text")]
         return torch.cat(out) if out else torch.empty(0, self.dim)
+
+    def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:
+        with train_mode(self.model.to(device)):
+            return self.model.encode_text(self.tokenizer(captions).to(device)).float()

@@ -97,6 +97,9 @@ class TrainData:
     text_features: Tensor
     targets: Tensor | None = None
     target_loss: str = "cross_entropy"  # the key of TARGET_LOSSES that reads `targets`
+    #: (pair indices, device) -> that batch's text features, computed in place of `text_features[indices]`
+    #: (experts with "live" text: the encoder in train mode, every batch).
+    live_text: Callable[[Tensor, torch.device], Tensor] | None = None
 
     @classmethod
     def from_pairs(cls, pairs: Pairs) -> "TrainData":
@@ -168,7 +171,8 @@ def train(
             if augment is not None:
                 pixels = augment(pixels, generator)
             with autocast(device, protocol.precision):
-                image_emb, text_emb = model(pixels, data.text_features[idx].to(device))
+                text = data.text_features[idx].to(device) if data.live_text is None else data.live_text(idx, device)
+                image_emb, text_emb = model(pixels, text)
             if data.targets is None:
                 loss = clip_loss(image_emb.float(), text_emb.float(), model.temperature)
             else:  # the batch's own sub-matrix of the targets

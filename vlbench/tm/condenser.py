@@ -42,6 +42,8 @@ class TMConfig(DistillConfig):
     expert_weight_decay: float | None = option(None, "experts' weight decay; null: the protocol's (official: 0)")
     expert_augment: str = option("none", "none, crop_flip or crop_flip_randaugment (official: crop + flip + "
                                          "RandomAugment(2, 5))")
+    expert_text: str = option("cached", "cached: experts train on the text encoder's cached eval-mode features; live: "
+                                        "recomputed every batch in train mode, dropout on (official)")
     # As the official code draws its initial images from its (augmented) training data set.
     init_augment: bool = option(False, "initialise from real pairs put through expert_augment; false: the "
                                        "un-augmented images")
@@ -94,7 +96,7 @@ class TMCondenser(Condenser):
     def bounded_pixels(self) -> bool:
         return self.config.clamp_pixels
 
-    added_later = {"unroll": "full"}
+    added_later = {"unroll": "full", "expert_text": "cached"}
 
     # ----------------------------------------------------------------- experts
 
@@ -113,7 +115,7 @@ class TMCondenser(Condenser):
         return ExpertSpec(epochs=c.train_epochs, lr=c.expert_lr, momentum=c.expert_momentum, weight_decay=weight_decay,
                           batch_size=c.expert_batch_size, augment=c.expert_augment,
                           normalization=None if c.expert_augment == "none" else ctx.backbone.normalization,
-                          precision=ctx.protocol.precision)
+                          precision=ctx.protocol.precision, text=c.expert_text)
 
     def check_flip_safe(self, ctx: CondenseContext) -> None:
         """Crops and flips contradict captions that name positions (synthscenes): refuse them there."""
@@ -131,7 +133,7 @@ class TMCondenser(Condenser):
         self.check_model(backbone.build(0))
         buffer = ExpertBuffer.locate(ctx.dataset.fingerprint, backbone.id, self.expert_spec(ctx))
         trajectories = buffer.build(self.config.num_experts, lambda seed: backbone.build(seed, ctx.device), ctx.train,
-                                    ctx.device, ctx.progress)
+                                    ctx.device, ctx.progress, backbone.text_encoder)
         return backbone, trajectories
 
     # ----------------------------------------------------------------- the distillation

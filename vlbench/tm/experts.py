@@ -12,7 +12,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlbench import costs
-from vlbench.api import Pairs, TrainProtocol, VLModel, cache_dir, derived_seed, stable_hash, without_added_later
+from vlbench.api import (
+    Pairs, TextEncoder, TrainProtocol, VLBenchError, VLModel, cache_dir, derived_seed, stable_hash, without_added_later,
+)
 from vlbench.data.transforms import Augment, expert_augment
 from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
@@ -41,16 +43,31 @@ class ExpertSpec:
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     #: The evaluation protocol's (`TrainProtocol.precision`): experts train as evaluation models do.
     precision: str = "fp32"
+    #: "cached": the text encoder's cached (eval-mode) features; "live": recomputed every batch by the
+    #: encoder in train mode, dropout on, as the official experts' BERT is (its epoch.py: `net.train()`).
+    text: str = "cached"
 
     #: Fields added after buffers were built, with the value those buffers had: out of their keys there.
-    added_later: ClassVar[dict] = {"precision": "fp32"}
+    added_later: ClassVar[dict] = {"precision": "fp32", "text": "cached"}
 
     def __post_init__(self):
         self.augmentation()  # an unknown augmentation is an error before anything trains
+        if self.text not in ("cached", "live"):
+            raise VLBenchError(f"expert text must be 'cached' or 'live', got {self.text!r}")
 
     def protocol(self, steps: int) -> TrainProtocol:
         return TrainProtocol(steps=steps, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                              weight_decay=self.weight_decay, precision=self.precision)
+
+    def train_data(self, pairs: Pairs, text_encoder: TextEncoder | None) -> TrainData:
+        """What experts train on: the pairs, their text recomputed every batch by `text_encoder` when "live"."""
+        data = TrainData.from_pairs(pairs)
+        if self.text == "live":
+            if text_encoder is None:
+                raise ValueError("live expert text needs the backbone's text encoder")
+            captions = pairs.captions
+            data.live_text = lambda idx, device: text_encoder.train_mode_encode([captions[i] for i in idx.tolist()], device)
+        return data
 
     def augmentation(self) -> Augment | None:
         return expert_augment(self.augment, self.normalization)
@@ -100,8 +117,10 @@ class ExpertBuffer:
         return all(len(self.trajectory(i)) > self.spec.epochs for i in range(num))
 
     def build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs,
-              device: torch.device | str = "cpu", progress: bool = True) -> list[Trajectory]:
-        """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories.
+              device: torch.device | str = "cpu", progress: bool = True,
+              text_encoder: TextEncoder | None = None) -> list[Trajectory]:
+        """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories
+        (`text_encoder`: the backbone's, which "live" expert text needs).
 
         Holds an exclusive lock on the buffer meanwhile: concurrent runs wait instead of training twice.
         """
@@ -111,17 +130,17 @@ class ExpertBuffer:
                 costs.reusing("expert_buffer", self.directory)
             else:
                 with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
-                    self._build(trajectories, make_model, train_pairs, device, progress)
+                    self._build(trajectories, make_model, self.spec.train_data(train_pairs, text_encoder), device,
+                                progress)
         used = [t[: self.spec.epochs + 1] for t in trajectories]
         costs.content(self.directory, tensors_sha256({f"{i}/{e}/{name}": value for i, t in enumerate(used)
                                                       for e, ckpt in enumerate(t) for name, value in ckpt.items()}))
         return used
 
-    def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], train_pairs: Pairs, device,
+    def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], data: TrainData, device,
                progress: bool) -> None:
         """Extend the loaded `trajectories` in place to `spec.epochs` epochs each."""
         num = len(trajectories)
-        data = TrainData.from_pairs(train_pairs)
         steps = -(-len(data) // min(self.spec.batch_size, len(data)))
         missing = sum(max(0, self.spec.epochs + 1 - len(t)) for t in trajectories)
         bar = tqdm(total=missing, desc=f"expert buffer ({num} x {self.spec.epochs} epochs)", unit="epoch",
@@ -164,7 +183,8 @@ def _snapshot(model: VLModel) -> dict[str, Tensor]:
 
 
 def noise_floor(trajectory: Trajectory, model: VLModel, train_pairs: Pairs, spec: ExpertSpec, start_epoch: int,
-                expert_epochs: int, device: torch.device | str = "cpu") -> dict[str, float]:
+                expert_epochs: int, device: torch.device | str = "cpu",
+                text_encoder: TextEncoder | None = None) -> dict[str, float]:
     """The matching loss of a replay: the expert's segment rerun from the same start with another batch order.
 
     A distilled student cannot be asked to match a target more closely than SGD noise does, so
@@ -172,7 +192,7 @@ def noise_floor(trajectory: Trajectory, model: VLModel, train_pairs: Pairs, spec
     """
     from vlbench.tm.inner import matching_loss
 
-    data = TrainData.from_pairs(train_pairs)
+    data = spec.train_data(train_pairs, text_encoder)
     steps = -(-len(data) // min(spec.batch_size, len(data)))
     model.load_state_dict(trajectory[start_epoch], strict=False)
     for epoch in range(expert_epochs):
