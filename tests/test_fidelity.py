@@ -74,9 +74,10 @@ def test_official_and_corrected_presets_parse_and_differ_only_by_named_switches(
         assert {k: getattr(theirs.protocol, k) for k in OFFICIAL_PROTOCOL} == OFFICIAL_PROTOCOL
         rest = ("condenser", "dataset", "backbone", "data_root", "evals", "seed", "split")
         assert all(getattr(ours, k) == getattr(theirs, k) for k in rest)
-        # nfnet-bert takes the official code's CLIP statistics; open_clip models have them already
-        assert ours.backbone_options == {}
-        assert theirs.backbone_options == ({"normalization": "clip"} if ours.backbone == "nfnet-bert" else {})
+        # nfnet-bert takes the official code's CLIP statistics (open_clip models have them already) and its
+        # head dropout, 0.1, by default; clip's head gets the official 0.1 in both faces
+        assert ours.backbone_options == ({} if ours.backbone == "nfnet-bert" else {"dropout": 0.1})
+        assert theirs.backbone_options == ({"normalization": "clip"} if ours.backbone == "nfnet-bert" else {"dropout": 0.1})
         assert ours.protocol.precision == theirs.protocol.precision == "fp32"  # the official code never autocasts
         assert ours.protocol.id != theirs.protocol.id  # tables never mix the two
 
