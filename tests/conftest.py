@@ -11,13 +11,22 @@ def vlbench_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def golden():
-    """scripts/golden_record.py as a module: the golden specs, their data tree and the committed records."""
+def script():
+    """A loader of scripts/NAME.py as a module (the scripts are not a package)."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "golden_record.py"
-    spec = importlib.util.spec_from_file_location("golden_record", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def golden(script):
+    """scripts/golden_record.py as a module: the golden specs, their data tree and the committed records."""
+    return script("golden_record")

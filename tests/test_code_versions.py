@@ -1,22 +1,14 @@
 """Cached artifacts are keyed by the version of the code that builds them (vlbench/versions.py)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from vlbench.tm.experts import EXPERT_BUFFER, ExpertBuffer, ExpertSpec
 from vlbench.versions import CodeVersion
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "code_versions.py"
-
-
 @pytest.fixture(scope="module")
-def versions():
-    spec = importlib.util.spec_from_file_location("code_versions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def versions(script):
+    return script("code_versions")
 
 
 def test_every_builder_matches_the_committed_version_and_source(versions):

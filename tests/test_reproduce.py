@@ -71,15 +71,8 @@ def test_a_record_is_found_by_its_run_id(golden, monkeypatch):
     assert found.run_id == record.run_id and path.name == f"{record.run_id}.json"
 
 
-def test_the_board_script_reruns_the_newest_seed_0_record_of_every_row():
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_board.py"
-    spec = importlib.util.spec_from_file_location("reproduce_board", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rows = module.seed_zero_rows()
+def test_the_board_script_reruns_the_newest_seed_0_record_of_every_row(script):
+    rows = script("reproduce_board").seed_zero_rows()
     assert rows["random@100"].run_id == "da0a1c07-20261130T024201Z-deeeaad9"
     assert rows["tm-lora@100"].run_id == "9ac521f4-20261130T041556Z-1cf939a0"  # the newer of its two seed-0 records
     assert "lors@500 lr_sim=0.0" in rows and "full@40000" in rows

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import socket
 import subprocess
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,20 @@ def test_the_leaderboard_shows_trial_counts(env):
     assert trials({"spec": {"tuned": {"trials": 16, "ruleset_trials": 8}}, "condenser": {}}) == "16*"
     assert trials({"spec": {}, "condenser": {"reference": False, "config": {"lr_img": 1.0}}}) == "hand"
     assert trials({"spec": {}, "condenser": {"reference": False, "config": {}}}) == "0"
+
+
+def test_the_report_tables_and_plots_every_study(env, script, tmp_path):
+    from vlbench import tuning
+
+    study = tune(env)  # the finished study of the test above, or run now
+    report = script("tuning_report")
+    values = [None, 3.0, None, 2.0, 5.0]  # None: a failed trial
+    assert report.best_so_far([SimpleNamespace(value=v) for v in values]) == [None, 3.0, 3.0, 3.0, 5.0]
+    assert report.main([str(env / "results" / "tuning" / "studies"), "--output", str(tmp_path / "studies")]) == 0
+    counted = tuning.counted(study)
+    best = max(counted, key=lambda t: t.value)
+    row = next(line for line in (tmp_path / "studies.md").read_text().splitlines() if line.startswith(f"| {study.study_name}"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:6] == [str(len(counted)), "0", f"{counted[0].value:.1f}", f"{best.value:.1f}", str(best.number + 1)]
+    assert cells[6] == best.user_attrs["record"]
+    assert (tmp_path / "studies.png").stat().st_size > 0
