@@ -21,6 +21,7 @@ from vlbench.tm import (
     matching_loss,
 )
 from vlbench.tm.experts import noise_floor
+from vlbench.tm.lora_fold import FoldedLoRALinear
 
 SPEC = ExpertSpec(epochs=3, lr=0.5, momentum=0.0, weight_decay=5e-4, batch_size=8)
 
@@ -243,3 +244,27 @@ def test_a_parameter_outside_the_forward_is_left_alone():
     final = student.unroll(start, images, text, lrs, 3, 8, torch.Generator().manual_seed(0), weight_decay=0.01, momentum=0.9)
     for name, before, after in zip(student.names, start, final):
         assert torch.equal(before, after) == ("unused" in name)
+
+
+@pytest.mark.parametrize("lora_alpha, folds", [(8, True), (6, False)])  # scale 8/4 = 2 folds; 6/4 = 1.5 does not
+def test_folding_the_lora_scale_leaves_a_distillation_bitwise_the_same(lora_alpha, folds, tmp_path):
+    from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+
+    model = TinyViTMiniLM(pretrained=None, depth=2, width=24, heads=2, lora_alpha=lora_alpha).build(0)
+    g = torch.Generator().manual_seed(0)
+    # peft starts B at zero: start elsewhere, so that the adapters' path carries numbers from the first step
+    start = {k: v.detach() + 0.1 * torch.randn(v.shape, generator=g) for k, v in model.trainable_parameters().items()}
+    target = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in start.items()}
+    images, text = torch.randn(8, 3, 36, 36, generator=g).clamp(-1, 1), torch.randn(8, 384, generator=g)
+    config = DistillConfig(iterations=3, syn_steps=3, max_start_epoch=0, batch_syn=6)
+    runs = []
+    for fold in (False, True):
+        d = Distiller(Student(model, fold_lora_scale=fold), [[start, target]], images, text, config, seed=0,
+                      state_path=tmp_path / f"{fold}.pt", weight_decay=5e-4, inner_momentum=0.9, progress=False)
+        d.run(Bounds(torch.tensor(-1.0), torch.tensor(1.0), text.norm(dim=1, keepdim=True)))
+        runs.append(d)
+    peft_forward, folded = runs
+    assert isinstance(folded.student.forward_model.image_encoder.vit.blocks[0].attn.qkv, FoldedLoRALinear) == folds
+    assert not torch.equal(folded.images, images)  # it learned something
+    assert torch.equal(folded.images, peft_forward.images) and torch.equal(folded.text, peft_forward.text)
+    assert folded.history == peft_forward.history

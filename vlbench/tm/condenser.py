@@ -77,9 +77,10 @@ def pixel_bounds(backbone: Backbone, text: Tensor, device: torch.device | str) -
     return Bounds(pixel_low=low, pixel_high=high, text_norm=text.norm(dim=1, keepdim=True).to(device))
 
 
-#: The engine's modules: a condenser built on it lists them in its `code_version` (vlbench/versions.py).
-TM_ENGINE = ("vlbench.tm.condenser", "vlbench.tm.distiller", "vlbench.tm.inner", "vlbench.tm.tesla", "vlbench.tm.memory",
-             "vlbench.tm.experts", "vlbench.train", "vlbench.coreset")  # coreset: the initial pairs (random_pairs)
+#: The engine's modules: a condenser built on it lists them in its `code_version` (vlbench/versions.py);
+#: vlbench.coreset draws the initial pairs (random_pairs).
+TM_ENGINE = ("vlbench.tm.condenser", "vlbench.tm.distiller", "vlbench.tm.inner", "vlbench.tm.lora_fold",
+             "vlbench.tm.tesla", "vlbench.tm.memory", "vlbench.tm.experts", "vlbench.train", "vlbench.coreset")
 
 
 class TMCondenser(Condenser):

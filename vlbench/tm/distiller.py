@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.profiler import record_function
 from tqdm import tqdm
 
 from vlbench.api import SIDES, VLBenchError, derived_seed, option
@@ -240,18 +241,21 @@ class Distiller:
         """One outer step; rolls back and halves the learning rates if anything is not finite."""
         good = self.state()
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.matching(self.iteration)
+        with record_function("tm.unroll"):
+            losses = self.matching(self.iteration)
         loss = sum(losses.values())
         if torch.isfinite(loss):
-            loss.backward()
+            with record_function("tm.meta_backward"):
+                loss.backward()
         params = (self.images, self.text, self.lr_param, *(x.tensor for x in self.learnables.values()))
         if not torch.isfinite(loss) or not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             return self.roll_back(good, loss.item())
-        if self.config.max_grad_norm is not None:
-            for p in params:  # per group: pixels, text, lrs (and learnables) have gradients of very different scale
-                torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
-        self.optimizer.step()
-        self.project(bounds)
+        with record_function("tm.outer_update"):
+            if self.config.max_grad_norm is not None:
+                for p in params:  # per group: pixels, text, lrs (and learnables) have gradients of very different scale
+                    torch.nn.utils.clip_grad_norm_([p], self.config.max_grad_norm)
+            self.optimizer.step()
+            self.project(bounds)
         if self.config.learn_lrs and (self.inner_lrs() <= 0).any():
             # only reachable with lr_space "linear" and clamp_lrs off (the official code), whose
             # evaluation, at most 50 iterations later, fails on the negative lr: fail now instead

@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd.profiler import record_function
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlbench.api import SIDES, VLBenchError, VLModel
+from vlbench.tm.lora_fold import with_folded_lora_scale
 from vlbench.train import batches, clip_loss
 
 #: The inner loss of one batch: (image embeddings, text embeddings, temperature, the batch's indices
@@ -57,8 +59,10 @@ class Student:
     steps instead, in constant memory).
     """
 
-    def __init__(self, model: VLModel):
+    def __init__(self, model: VLModel, fold_lora_scale: bool = True):
         self.model = model
+        # What the inner loss calls: `model`, or a copy with LoRA scales folded (the same numbers, faster)
+        self.forward_model = with_folded_lora_scale(model) if fold_lora_scale else model
         trainable = model.trainable_parameters()
         self.names = list(trainable)
         self.sides = [model.side_of(n) for n in self.names]
@@ -79,15 +83,18 @@ class Student:
     def loss(self, params: list[Tensor], pixels: Tensor, text: Tensor, log_logit_scale: bool = False,
              batch_loss: BatchLoss = contrastive, indices: Tensor | None = None) -> Tensor:
         """The inner loss at `params` on one batch (`indices`: its rows of the synthetic set)."""
-        image_emb, text_emb = functional_call(self.model, {**self.frozen, **dict(zip(self.names, params))}, (pixels, text))
+        image_emb, text_emb = functional_call(self.forward_model, {**self.frozen, **dict(zip(self.names, params))},
+                                              (pixels, text))
         return batch_loss(image_emb, text_emb, self.temperature(log_logit_scale), indices)
 
     def direction(self, params: list[Tensor], images: Tensor, text: Tensor, indices: Tensor, weight_decay: float,
                   log_logit_scale: bool, batch_loss: BatchLoss, create_graph: bool) -> list[Tensor | None]:
         """One step's gradient + weight decay * params on the batch `indices` (`params` require grad)."""
-        loss = self.loss(params, images[indices], text[indices], log_logit_scale, batch_loss, indices)
-        # allow_unused: a parameter outside the forward (e.g. a ViT's unused fc_norm) gets no gradient
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+        with record_function("tm.inner_forward"):
+            loss = self.loss(params, images[indices], text[indices], log_logit_scale, batch_loss, indices)
+        with record_function("tm.inner_backward"):
+            # allow_unused: a parameter outside the forward (e.g. a ViT's unused fc_norm) gets no gradient
+            grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
         return [None if g is None else g + weight_decay * p for p, g in zip(params, grads)]
 
     def unroll(self, start: list[Tensor], images: Tensor, text: Tensor, lrs: dict[str, Tensor], steps: int,
@@ -108,7 +115,8 @@ class Student:
             for _, idx in zip(range(steps), draws):
                 d = self.direction(params, images, text, idx.to(images.device), weight_decay, log_logit_scale,
                                    loss or contrastive, create_graph=True)
-                params, velocity = sgd_step(params, velocity, d, lr, momentum)
+                with record_function("tm.inner_update"):
+                    params, velocity = sgd_step(params, velocity, d, lr, momentum)
         return params
 
 
