@@ -16,6 +16,7 @@ CONDENSERS = {
     "tm": "vlbench_plugins.tm:TrajectoryMatching",
     "tm-lora": "vlbench_plugins.tm_lora:LoRATrajectoryMatching",
     "lors": "vlbench_plugins.lors:LoRS",
+    "mmdm": "vlbench_plugins.mmdm:MultimodalDistributionMatching",
 }
 BACKBONES = {
     "tinyvit-minilm": "vlbench_plugins.tinyvit_minilm:TinyViTMiniLM",

@@ -202,9 +202,10 @@ def test_a_class_register_would_reject_fails_the_interface_rule():
         check_condenser(type("Unfinished", (Condenser,), {"name": "unfinished"}))
 
 
-# tm and tm-lora distil for minutes with their default options: test_distill.py checks them with small ones.
+# tm, tm-lora and mmdm distil for minutes with their default options: test_distill.py and test_mmdm.py check
+# them with small ones.
 BUILTINS = [n for n in Registry().names("condenser")
-            if not Registry().get("condenser", n).trains_on_full_data and n not in ("tm", "tm-lora")]
+            if not Registry().get("condenser", n).trains_on_full_data and n not in ("tm", "tm-lora", "mmdm")]
 
 
 @pytest.mark.parametrize("name", BUILTINS)
