@@ -90,3 +90,36 @@ def test_a_run_without_progress_prints_nothing(tmp_path, monkeypatch, capfd):
     out, err = capfd.readouterr()
     # transformers draws its own "Loading weights" bar when the text encoder loads, whatever vlbench asks
     assert out == "" and [line for line in err.replace("\r", "\n").splitlines() if line and "Loading weights" not in line] == []
+
+
+BARS = """
+import sys
+import time
+from tqdm import tqdm
+from vlbench.progress import progress_as_log_lines
+if LOG_LINES:
+    progress_as_log_lines(interval_s=60)
+with tqdm(total=3, desc="eval models", unit="model") as models:
+    for k in range(3):
+        for _ in tqdm(range(300), desc=f"eval model {k + 1}/3", unit="step", leave=False):
+            time.sleep(0.001)
+        tqdm.write(f"eval model {k + 1}/3: done", file=sys.stderr)
+        models.update()
+"""
+
+
+@pytest.mark.parametrize("log_lines", [False, True], ids=["terminal", "log"])
+def test_in_a_log_every_bar_is_a_line_when_it_starts_not_hundreds_of_redraws(log_lines):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", f"LOG_LINES = {log_lines}\n{BARS}"], capture_output=True,
+                         check=True).stderr.decode()
+    if not log_lines:  # tqdm's own drawing: carriage returns, many redraws of each 300-step bar
+        assert "\r" in out and out.count("eval model 1/3:") > 2
+        return
+    assert "\r" not in out and "\x1b" not in out
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines if "|" in line and "model" in line] == \
+        ["eval models"] + [part for k in (1, 2, 3) for part in (f"eval model {k}/3", "eval models")]
+    assert [line for line in lines if "done" in line] == [f"eval model {k}/3: done" for k in (1, 2, 3)]

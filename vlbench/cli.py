@@ -15,8 +15,10 @@ import yaml
 from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, resolve_spec, with_eval_backbones
 from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
+from vlbench.parallel import JOBS_HELP, set_jobs
 from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import KINDS, Registry, registry
+from vlbench.progress import progress_as_log_lines
 from vlbench.provenance import add_allow_dirty_flag
 from vlbench.results import RunRecord
 from vlbench.reproduce_cli import add_reproduce_command
@@ -167,7 +169,7 @@ def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
 def stage_summary(record: RunRecord) -> str:
     """Where the time went: each stage, and each shared stage the condenser used (built now or reused)."""
     reused = " (condensed set reused)" if record.condensed_reused else ""
-    lines = [f"  {name:<9} {seconds:8.1f} s" + (reused if name == "condense" else "")
+    lines = [f"  {name:<9} {seconds:8.1f} s" + _cores(record["stages"][name]) + (reused if name == "condense" else "")
              for name, seconds in record.stage_seconds.items()]
     for shared in record.shared_costs:
         how = "built now" if shared.built_now else f"reused, built by run {shared.built_by or 'unknown'}"
@@ -175,6 +177,12 @@ def stage_summary(record: RunRecord) -> str:
         lines.append(f"    {shared.stage}: {wall} s ({how})")
     where = record.condensed_path
     return "\n".join(["stages:", *lines] + ([f"condensed set: {where}"] if where else []))
+
+
+def _cores(stage: dict[str, Any]) -> str:
+    """A stage's CPU time as cores kept busy on average (records before it have none)."""
+    cpu, wall = stage.get("cpu_s"), stage["wall_s"]
+    return f" ({cpu:.1f} s CPU, {cpu / wall:.1f} cores)" if cpu is not None and wall > 0 else ""
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -243,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlbench", description="Vision-language dataset condensation benchmark.")
     add_strict_flag(parser)
     parser.add_argument("--traceback", action="store_true", help="print the full trace of an error, not one line")
+    parser.add_argument("--jobs", type=int, metavar="N", help=JOBS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="condense, train fresh models, evaluate, record")
@@ -261,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_allow_dirty_flag(run)
     run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                      help="print the full trace of an error (a failing plugin, say), not one line")
+    run.add_argument("--jobs", type=int, metavar="N", default=argparse.SUPPRESS, help=JOBS_HELP)
     run.add_argument("--split", choices=SPLITS, help="split to evaluate on: test (default; report) or val (choose)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                      help="a condenser option (repeatable), typed by its default; see `vlbench list`")
@@ -321,6 +331,10 @@ def _main(argv: list[str] | None) -> int:
         registry(strict=True if "--strict-plugins" in argv else None)
         args = build_parser().parse_args(argv)
         apply_strict_flag(args)
+        if not sys.stderr.isatty():  # a log file, not a person watching
+            progress_as_log_lines()
+        if args.jobs is not None:
+            set_jobs(args.jobs)
         return args.func(args)
     except VLBenchError as e:
         if getattr(args, "traceback", False):

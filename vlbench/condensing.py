@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 from vlbench import costs, validation
 from vlbench.api import CondensedSet, CondenseContext, Pairs, VLBenchError, VLModel, cache_dir
 from vlbench.artifacts import cached
+from vlbench.parallel import one_thread
 from vlbench.stages import StageInput, reference_key
 from vlbench.storage import atomic_write_json, file_lock, save_tensors
 from vlbench.train import TrainData
@@ -45,7 +46,7 @@ def stage_context(run: Run) -> CondenseContext:
 def prepare(run: Run, stages: Iterable[str] = ()) -> None:
     """Compute into the cache what runs share: backbone weights, text features, and `stages`."""
     ctx = stage_context(run)
-    with costs.collecting(run.run_key):  # a stamp names the run it was prepared for
+    with costs.collecting(run.run_key), one_thread():  # a stamp names the run it was prepared for
         for name in stages:
             run.shared[name].build(run.condenser, ctx)
 
@@ -114,7 +115,8 @@ def _condense(run: Run, train_pairs: Pairs, path: Path) -> CondensedSet:
 def _call_condenser(run: Run, ctx: CondenseContext) -> CondensedSet:
     """condense(); a failure is one line naming the plugin, and leaves no resume state behind."""
     try:
-        return run.condenser.condense(ctx)
+        with one_thread():  # one summation order: the same set on any machine (vlbench/parallel.py)
+            return run.condenser.condense(ctx)
     except KeyboardInterrupt:
         raise  # an interrupted condense resumes from its work dir
     except VLBenchError:

@@ -12,12 +12,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
+from tqdm import tqdm
 
 import vlbench
-from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
+from vlbench.api import Backbone, Pairs, RunSpec, TrainProtocol, stable_hash
 from vlbench.condensing import condensed_set
 from vlbench.data.bank import stored_pixels
 from vlbench.metrics import summarize
+from vlbench.parallel import NUMERIC_THREADS, Pool, pool_workers
 from vlbench.progress import RunProgress
 from vlbench.provenance import cpu, loaded_code, package_versions, portable_path, source_commit, tensors_sha256, weight_hashes
 from vlbench.results import new_run_id
@@ -34,15 +36,22 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished worker processes (pools are joined within a stage)."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
 @contextmanager
 def stage(stages: dict[str, dict[str, Any]], name: str, device: torch.device) -> Iterator[dict[str, Any]]:
-    """Time a stage and record its peak memory (GPU memory on CUDA, process RSS on CPU)."""
+    """Time a stage (wall and CPU: on a shared machine CPU time says more about the work) and record its
+    peak memory (GPU memory on CUDA, process RSS on CPU)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     info: dict[str, Any] = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     yield info
-    info.update(wall_s=round(time.perf_counter() - start, 3), peak_mem_mb=round(_peak_mem_mb(device), 1))
+    info.update(wall_s=round(time.perf_counter() - start, 3), cpu_s=round(_cpu_s() - cpu, 3),
+                peak_mem_mb=round(_peak_mem_mb(device), 1))
     stages[name] = info
 
 
@@ -53,6 +62,7 @@ class Evaluation:
         self.run = run
         self.stages: dict[str, dict[str, Any]] = {}
         self.artifacts: dict[str, str | None] = {}  # content hashes of what the run consumed and made, by stage
+        self.workers = 1  # processes that train the evaluation models (`_evaluate` decides)
         self.commit = source_commit()  # now, before any work: the code this run starts with
 
     def execute(self, expected: dict[str, float] | None = None) -> dict[str, Any]:
@@ -80,14 +90,9 @@ class Evaluation:
         with self._stage("condense") as info:
             data, lrs, condensed_info = self._condense(train_pairs, info)
         protocol = run.condenser.evaluation_protocol(len(data), run.spec.protocol)
-        seeds, per_seed = run.eval_seeds(), []
+        seeds = run.eval_seeds()
         with self._stage("evaluate"):
-            for k, seed in enumerate(seeds):
-                self.view.eval_model(k, protocol.steps)
-                model = run.eval_backbone.build(seed, run.device)
-                run.fit(model, data, seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol)
-                per_seed.append(evaluate(model, eval_pairs, run.device))
-                run.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {run.spec.split} {per_seed[-1]['mean']:.1f}")
+            per_seed = self._evaluate(seeds, data, lrs, protocol, eval_pairs)
         return self.record(condensed_info, seeds, per_seed, protocol)
 
     def _hash_inputs(self, train_pairs: Pairs, eval_pairs: Pairs) -> None:
@@ -97,6 +102,25 @@ class Evaluation:
                                                      split: stored_pixels(eval_pairs.images)}),
                               text_features=tensors_sha256({"train": train_pairs.text_features,
                                                             split: eval_pairs.text_features}))
+
+    def _evaluate(self, seeds: list[int], data: TrainData, lrs: dict | None, protocol: TrainProtocol,
+                  eval_pairs: Pairs) -> list[dict[str, float]]:
+        """Train and score one fresh model per seed: independent, so on a pool of single-threaded workers
+        (vlbench/parallel.py), each model's numbers the same whatever the pool."""
+        run, per_seed = self.run, [{} for _ in seeds]
+        self.workers = pool_workers(len(seeds), run.device.type)
+        # In this process the run itself (and its progress bars); a worker resolves the spec again.
+        pool = Pool(self.workers, _share_evaluation, (run if self.workers == 1 else run.spec, data, eval_pairs))
+        tasks = [(seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol) for k, seed in enumerate(seeds)]
+        self.view.eval_model(0, protocol.steps if self.workers == 1 else 0)
+        with tqdm(total=len(seeds), desc=f"eval models ({self.workers} workers)", unit="model",
+                  disable=not run.progress or self.workers == 1, leave=False) as bar:
+            for done, (k, metrics) in enumerate(pool.map(_train_and_score, tasks), 1):
+                per_seed[k] = metrics
+                bar.update()
+                self.view.eval_model(done, protocol.steps if self.workers == 1 else 0)
+                run.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {run.spec.split} {metrics['mean']:.1f}")
+        return per_seed
 
     def _condense(self, train_pairs: Pairs, info: dict[str, Any]) -> tuple[TrainData, dict | None, dict[str, Any]]:
         """What evaluation models train on, with its learned lrs, and the record's `condensed` block."""
@@ -149,7 +173,8 @@ class Evaluation:
             "artifacts": self.artifacts,
             "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else "cpu",
             "cpu": cpu(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": NUMERIC_THREADS,  # every number of the run (vlbench/parallel.py)
+            "workers": self.workers,  # processes that trained the evaluation models (1: this one)
             "packages": package_versions(),
             "python": platform.python_version(),
             "vlbench_version": vlbench.__version__,
@@ -159,3 +184,21 @@ class Evaluation:
     def _backbone_block(self, name: str, backbone: Backbone) -> dict[str, Any]:
         return {**self.run.plugins.provenance("backbone", name), "id": backbone.id, "config": backbone.config,
                 "weights_sha256": weight_hashes(backbone.weight_files())}
+
+
+# What every evaluation model of a run trains on and is scored on: sent once to each worker, not once per model.
+_evaluation: dict[str, Any] = {}
+
+
+def _share_evaluation(run: Run | RunSpec, data: TrainData, eval_pairs: Pairs) -> None:
+    from vlbench.runner import resolved
+
+    _evaluation.update(run=resolved(run, progress=False), data=data, eval_pairs=eval_pairs)
+
+
+def _train_and_score(task: tuple[int, dict | None, str, TrainProtocol]) -> dict[str, float]:
+    seed, lrs, label, protocol = task
+    run = _evaluation["run"]
+    model = run.eval_backbone.build(seed, run.device)
+    run.fit(model, _evaluation["data"], seed, lrs, label, protocol)
+    return evaluate(model, _evaluation["eval_pairs"], run.device)

@@ -57,6 +57,10 @@ class SentenceTransformerEncoder(TextEncoder):
         self.path, self.dim, self.id = str(path), dim, id
         self._model = None
 
+    def __getstate__(self) -> dict:
+        """It travels to worker processes (inside a backbone) as its path: a loaded model stays behind."""
+        return {**self.__dict__, "_model": None}
+
     def _load(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer

@@ -146,3 +146,37 @@ class RunProgress:
             parts.append(f"eval 0/{self.evals}")
         ahead = [self.times[n] for n in STAGES[STAGES.index(self.current):]]
         self.bar.set_description_str(f"run {self.label}: {' · '.join(parts)} · {format_eta(*eta(ahead))}")
+
+
+def progress_as_log_lines(interval_s: float = 30.0) -> None:
+    """Make every tqdm bar of this process write plain lines: one when it starts, then at most one per
+    `interval_s`, instead of redrawing itself with carriage returns and cursor moves.
+
+    For output that is not a terminal (a sweep's log, CI, `> file`), where a 300-step bar would otherwise
+    write hundreds of updates per evaluation model. Process-wide, so it reaches every bar, plugins' too.
+    A bar leaves no final line (the run's summary gives each stage's time).
+    """
+    if getattr(tqdm, "log_lines", False):  # once per process
+        return
+    init = tqdm.__init__
+
+    def __init__(self, *args, **kwargs):
+        # maxinterval too: tqdm's monitor thread would otherwise redraw a slow bar every 10 s
+        init(self, *args, **{**kwargs, "mininterval": interval_s, "maxinterval": interval_s, "leave": False})
+
+    def status_printer(file):
+        def print_line(line: str) -> None:
+            file.write(line.strip() + "\n")
+            file.flush()
+        return print_line
+
+    display = tqdm.display
+
+    def display_line(self, msg=None, pos=None):
+        return msg != "" and display(self, msg, pos)  # an empty message clears the bar: a log has no screen
+
+    tqdm.__init__ = __init__
+    tqdm.status_printer = staticmethod(status_printer)
+    tqdm.display = display_line
+    tqdm.moveto = tqdm.clear = lambda self, *args, **kwargs: None  # nothing to move on or clear either
+    tqdm.log_lines = True

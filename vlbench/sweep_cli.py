@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from vlbench.parallel import JOBS_HELP
 from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
 from vlbench.sweep import describe, load_sweep, make_plan, missing, run_plan
 from vlbench.sweep_executors import EXECUTORS, count, make_executor
@@ -18,6 +19,7 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--dry-run", action="store_true", help="print the runs it would launch and which are done")
     sweep.add_argument("--executor", choices=EXECUTORS, help="where tasks run (overrides the file; default: local)")
     sweep.add_argument("--workers", type=int, help="local executor: processes in the pool (0: in this process)")
+    sweep.add_argument("--jobs", type=int, metavar="N", default=argparse.SUPPRESS, help=JOBS_HELP)
     sweep.add_argument("--retries", type=int, help="relaunches of a failed task within this sweep")
     sweep.add_argument("--results", help="results directory (overrides the file; default: results)")
     add_allow_dirty_flag(sweep)

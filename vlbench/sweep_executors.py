@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from vlbench.core import VLBenchError
+from vlbench.parallel import set_jobs, share
 from vlbench.storage import atomic_write_json
 
 EXECUTORS = ("local", "submitit-local", "slurm")
@@ -57,8 +58,10 @@ class ProcessPool(Executor):
         self.workers = workers
 
     def map(self, fn, items, notes=None):
-        # spawn, not fork: forking a process that has loaded torch (threads, CUDA) is unsafe.
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn, not fork: forking a process that has loaded torch (threads, CUDA) is unsafe. Each worker
+        # gets an equal share of the command's cores (vlbench/parallel.py).
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=set_jobs, initargs=(share(self.workers),)) as pool:
             futures = {pool.submit(fn, item): item for item in items}
             for future in as_completed(futures):
                 try:

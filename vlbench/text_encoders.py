@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vlbench.api import TextEncoder, VLBenchError, stable_hash
+from vlbench.parallel import jobs
 
 
 def encode_device() -> torch.device:
@@ -46,10 +47,11 @@ def weights_id(prefix: str, *sources: str | None) -> str:
 
 
 def encode_workers() -> int:
-    """How many batches are encoded at once: one per usable core, or VLBENCH_ENCODE_WORKERS."""
+    """How many batches are encoded at once: one per core of the command (vlbench/parallel.py), or
+    VLBENCH_ENCODE_WORKERS."""
     value = os.environ.get("VLBENCH_ENCODE_WORKERS")
     if value is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return jobs()
     if not value.isdigit() or int(value) < 1:
         raise VLBenchError(f"VLBENCH_ENCODE_WORKERS must be a positive integer, not {value!r}")
     return int(value)

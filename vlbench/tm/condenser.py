@@ -8,6 +8,7 @@ pixels, text and lrs overrides `learnables` (its tensors and the inner loss that
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -133,7 +134,7 @@ class TMCondenser(Condenser):
         backbone = self.variant(ctx.backbone)
         self.check_model(backbone.build(0))
         buffer = ExpertBuffer.locate(ctx.dataset.fingerprint, backbone.id, self.expert_spec(ctx))
-        trajectories = buffer.build(self.config.num_experts, lambda seed: backbone.build(seed, ctx.device), ctx.train,
+        trajectories = buffer.build(self.config.num_experts, functools.partial(backbone.build, device=ctx.device), ctx.train,
                                     ctx.device, ctx.progress, backbone.text_encoder)
         return backbone, trajectories
 

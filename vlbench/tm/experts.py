@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from vlbench.api import (
     Pairs, TextEncoder, TrainProtocol, VLBenchError, VLModel, cache_dir, derived_seed, stable_hash, without_added_later,
 )
 from vlbench.data.transforms import Augment, expert_augment
+from vlbench.parallel import Pool, pool_workers
 from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, train
@@ -65,8 +67,8 @@ class ExpertSpec:
         if self.text == "live":
             if text_encoder is None:
                 raise ValueError("live expert text needs the backbone's text encoder")
-            captions = pairs.captions
-            data.live_text = lambda idx, device: text_encoder.train_mode_encode([captions[i] for i in idx.tolist()], device)
+            # a partial, not a lambda: it pickles, so live experts can train in worker processes
+            data.live_text = functools.partial(_live_text, text_encoder, pairs.captions)
         return data
 
     def augmentation(self) -> Augment | None:
@@ -139,32 +141,51 @@ class ExpertBuffer:
 
     def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], data: TrainData, device,
                progress: bool) -> None:
-        """Extend the loaded `trajectories` in place to `spec.epochs` epochs each."""
+        """Extend the loaded `trajectories` in place to `spec.epochs` epochs each.
+
+        Experts are independent: they train on a pool of single-threaded workers (vlbench/parallel.py), each
+        trajectory the same whatever the pool. `make_model` must pickle to reach a worker.
+        """
         num = len(trajectories)
-        steps = -(-len(data) // min(self.spec.batch_size, len(data)))
-        missing = sum(max(0, self.spec.epochs + 1 - len(t)) for t in trajectories)
+        todo = [i for i, t in enumerate(trajectories) if len(t) <= self.spec.epochs]
+        missing = sum(self.spec.epochs + 1 - len(trajectories[i]) for i in todo)
+        workers = pool_workers(len(todo), torch.device(device).type)
         bar = tqdm(total=missing, desc=f"expert buffer ({num} x {self.spec.epochs} epochs)", unit="epoch",
                    disable=not progress or missing == 0)
-        for i, trajectory in enumerate(trajectories):
-            if len(trajectory) > self.spec.epochs:
-                continue
-            model = make_model(derived_seed("expert", self.spec.seed, i))
-            if trajectory:  # resume: the latest finished epoch
-                model.load_state_dict(trajectory[-1], strict=False)
-            else:
-                trajectory.append(_snapshot(model))
-                bar.update()
-            while len(trajectory) <= self.spec.epochs:
-                # One trainer call per epoch, seeded by (expert, epoch), so that resuming replays the
-                # same batches; SGD momentum (0 by default) restarts at each epoch boundary.
-                epoch = len(trajectory)
-                train(model, data, self.spec.protocol(steps), derived_seed("expert", self.spec.seed, i, epoch), device=device,
-                      augment=self.spec.augmentation())
-                trajectory.append(_snapshot(model))
-                self._save(i, trajectory)
-                bar.update()
+        on_epoch = bar.update if workers == 1 else None  # a worker's epochs are counted when its expert is done
+        pool = Pool(workers, _share_train_data, (data,))
+        extend = functools.partial(self._extend, make_model=make_model, device=device, on_epoch=on_epoch)
+        for k, trajectory in pool.map(extend, [(i, trajectories[i]) for i in todo]):
+            if on_epoch is None:
+                bar.update(len(trajectory) - len(trajectories[todo[k]]))
+            trajectories[todo[k]][:] = trajectory
             self._write_manifest(num, trajectory)
         bar.close()
+
+    def _extend(self, item: tuple[int, Trajectory], make_model: Callable[[int], VLModel], device,
+                on_epoch: Callable[[], object] | None) -> Trajectory:
+        """Expert i's trajectory trained to `spec.epochs` epochs, each epoch saved as it finishes."""
+        i, trajectory = item
+        data = _train_data["data"]
+        steps = -(-len(data) // min(self.spec.batch_size, len(data)))
+        model = make_model(derived_seed("expert", self.spec.seed, i))
+        if trajectory:  # resume: the latest finished epoch
+            model.load_state_dict(trajectory[-1], strict=False)
+        else:
+            trajectory = [_snapshot(model)]
+            if on_epoch:
+                on_epoch()
+        while len(trajectory) <= self.spec.epochs:
+            # One trainer call per epoch, seeded by (expert, epoch), so that resuming replays the
+            # same batches; SGD momentum (0 by default) restarts at each epoch boundary.
+            epoch = len(trajectory)
+            train(model, data, self.spec.protocol(steps), derived_seed("expert", self.spec.seed, i, epoch), device=device,
+                  augment=self.spec.augmentation())
+            trajectory = [*trajectory, _snapshot(model)]
+            self._save(i, trajectory)
+            if on_epoch:
+                on_epoch()
+        return trajectory
 
     def _write_manifest(self, num: int, trajectory: Trajectory) -> None:
         checkpoint_bytes = sum(v.numel() * v.element_size() for v in trajectory[0].values())
@@ -176,6 +197,18 @@ class ExpertBuffer:
 
     def manifest(self) -> dict:
         return json.loads((self.directory / "manifest.json").read_text())
+
+
+# The training pairs every expert trains on: sent once to each worker, not once per expert.
+_train_data: dict[str, TrainData] = {}
+
+
+def _share_train_data(data: TrainData) -> None:
+    _train_data["data"] = data
+
+
+def _live_text(text_encoder: TextEncoder, captions: list[str], idx: Tensor, device: torch.device) -> Tensor:
+    return text_encoder.train_mode_encode([captions[i] for i in idx.tolist()], device)
 
 
 def _snapshot(model: VLModel) -> dict[str, Tensor]:
