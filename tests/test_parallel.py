@@ -9,6 +9,8 @@ from vlbench.core import RunSpec, TrainProtocol, VLBenchError
 from vlbench.data.synthscenes import generate
 from vlbench.parallel import Pool, jobs, one_thread, pool_workers, set_jobs, share
 from vlbench.runner import run
+from vlbench.cli import main
+from vlbench.sweep_executors import make_executor
 from vlbench.tm import ExpertBuffer, ExpertSpec
 
 from test_distill import tiny_model, tiny_pairs
@@ -25,6 +27,20 @@ def test_cores_come_from_the_one_knob_and_are_shared_between_a_sweeps_workers(mo
         jobs()
     with pytest.raises(VLBenchError, match="--jobs must be a positive number"):
         set_jobs(0)
+
+
+def test_a_tunes_or_sweeps_local_workers_each_get_an_equal_share_of_its_cores(tmp_path, monkeypatch):
+    """`vlbench tune --jobs 4 --workers 2` (and a sweep's, same executor): each trial's process reads 2 cores."""
+    monkeypatch.delenv("VLBENCH_JOBS", raising=False)
+    monkeypatch.chdir(tmp_path)  # the dry run looks for its study under results/
+    assert main(["tune", "--condenser", "forgetting", "--budget", "10", "--jobs", "4", "--dry-run"]) == 0
+    assert jobs() == 4
+    pool = make_executor("local", workers=2, default_log_dir=tmp_path)
+    assert [cores for _, cores in pool.map(worker_jobs, [0, 1, 2])] == [2, 2, 2]
+
+
+def worker_jobs(_) -> int:
+    return jobs()
 
 
 def test_one_thread_restores_the_setting():

@@ -9,6 +9,7 @@ import argparse
 import yaml
 
 from vlbench.core import VLBenchError, cache_dir
+from vlbench.parallel import JOBS_HELP
 from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
 from vlbench.sweep_executors import EXECUTORS, make_executor
 from vlbench.tuned_configs import Target, declared_space
@@ -27,7 +28,9 @@ def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--results", default="results/tuning", help="where the trials' records go (default: results/tuning)")
     tune.add_argument("--executor", choices=EXECUTORS, default="local", help="where trials run (default: local)")
     tune.add_argument("--workers", type=int, default=0,
-                      help="trials at once: a local pool of N processes (0: in this process), or N jobs on SLURM")
+                      help="trials at once: a local pool of N processes (0: in this process; each gets cores / N), "
+                           "or N jobs on SLURM")
+    tune.add_argument("--jobs", type=int, metavar="N", default=argparse.SUPPRESS, help=JOBS_HELP)
     tune.add_argument("--submitit", action="append", default=[], metavar="KEY=VALUE",
                       help="a submitit parameter for the slurm / submitit-local executors (repeatable)")
     tune.add_argument("--dry-run", action="store_true", help="print the search space and the study's state, run nothing")
