@@ -4,16 +4,21 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
+from vlbench.api import Pairs
+from vlbench.cli import main
 from vlbench.core import RunSpec, TrainProtocol, VLBenchError
 from vlbench.data.synthscenes import generate
+from vlbench.modules import DualEncoder
 from vlbench.parallel import Pool, jobs, one_thread, pool_workers, set_jobs, share
 from vlbench.runner import run
-from vlbench.cli import main
 from vlbench.sweep_executors import make_executor
+from vlbench.text_encoders import BertCLSEncoder
 from vlbench.tm import ExpertBuffer, ExpertSpec
 
 from test_distill import tiny_model, tiny_pairs
+from tiny_models import WORDS, write_tiny_bert
 
 
 def test_cores_come_from_the_one_knob_and_are_shared_between_a_sweeps_workers(monkeypatch):
@@ -84,13 +89,27 @@ def test_evaluation_models_score_the_same_on_one_and_two_workers(vlbench_cache, 
     assert alone["metrics"]["per_seed"][0] != alone["metrics"]["per_seed"][1]  # two models, each in its place
 
 
+def live_model(seed: int) -> DualEncoder:
+    """tiny_model with the tiny BERT's 16-d text."""
+    torch.manual_seed(seed)
+    return DualEncoder(nn.Sequential(nn.Flatten(), nn.Linear(48, 8)), image_dim=8, text_dim=16, embed_dim=5)
+
+
 @pytest.mark.slow
-def test_expert_trajectories_are_the_same_on_one_and_two_workers(tmp_path, monkeypatch):
-    spec = ExpertSpec(epochs=2, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8)
+@pytest.mark.parametrize("text", ["cached", "live"])
+def test_expert_trajectories_are_the_same_on_one_and_two_workers(text, tmp_path, monkeypatch):
+    spec = ExpertSpec(epochs=2, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8, text=text)
+    encoder, pairs, make_model = None, tiny_pairs(), tiny_model
+    if text == "live":  # text recomputed every batch by a BERT in train mode: its dropout drawn in the worker
+        encoder = BertCLSEncoder(str(write_tiny_bert(tmp_path / "bert")))
+        captions = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(4)) for i in range(len(pairs))]
+        pairs = Pairs(pairs.images, pairs.pair_image, encoder.encode(captions, progress=False), captions)
+        make_model = live_model
     built = {}
     for workers in (1, 2):
         monkeypatch.setenv("VLBENCH_JOBS", str(workers))
-        built[workers] = ExpertBuffer(tmp_path / str(workers), spec).build(2, tiny_model, tiny_pairs(), progress=False)
+        built[workers] = ExpertBuffer(tmp_path / str(workers), spec).build(2, make_model, pairs, progress=False,
+                                                                           text_encoder=encoder)
     for one, two in zip(built[1], built[2]):
         assert len(one) == len(two) == 3
         for a, b in zip(one, two):
