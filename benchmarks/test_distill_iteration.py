@@ -74,8 +74,9 @@ def test_distillation_iteration(benchmark, mode, syn_steps, tmp_path):
     with GraphMemory() as memory:  # a first, untimed iteration: the graph's size
         distiller.step(bounds)
     benchmark.extra_info["graph_memory_mib"] = round(memory.bytes / 2**20, 1)
+    steps = len(distiller.history)
     benchmark.pedantic(distiller.step, args=(bounds,), rounds=2, iterations=1)
-    assert len(distiller.history) == 3
+    assert len(distiller.history) > steps  # 2 rounds timed, 1 under --benchmark-disable
 
 
 RECORDS = {"pretrained": "auto", "inner_sgd": (5e-4, 0.9)}  # as the committed tm-lora rows distil (protocol v2)
