@@ -29,7 +29,7 @@ import PIL
 
 from vlbench.api import DatasetSource, ImageTextDataset, cache_dir
 from vlbench.data.embedded import load_built
-from vlbench.data.karpathy import clean_caption
+from vlbench.data.karpathy import clean_caption, read_json
 from vlbench.storage import atomic_directory
 from vlbench_plugins.emoji_sources import LOCALES, Renderers, Sources, cldr_annotations, fit
 
@@ -143,6 +143,14 @@ def _digest(image_dir: Path) -> str:
     for path in sorted(image_dir.iterdir()):
         h.update(path.name.encode() + b"\n" + path.read_bytes())
     return h.hexdigest()
+
+
+def pretrain_pool() -> tuple[list[Path], list[list[str]]]:
+    """The held-out `pretrain` groups of the default build: image paths and cleaned captions (built if absent)."""
+    root = EmojiGlyphs().load(None).root
+    entries = read_json(root / PRETRAIN)["images"]
+    return ([root / "images" / e["filename"] for e in entries],
+            [[clean_caption(s["raw"]) for s in e["sentences"]] for e in entries])
 
 
 def default_root() -> Path:

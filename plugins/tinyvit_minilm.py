@@ -40,7 +40,9 @@ class EmbeddedConfig:
     lora_rank: int = option(4, "rank of the LoRA adapters on the frozen image encoder; 0 trains the whole encoder")
     lora_alpha: int = option(8, "LoRA scaling numerator (the adapters' output is scaled by lora_alpha / lora_rank)")
     pretrained: str | None = option("auto", "auto: the shipped checkpoint, else pretrained on the generator's "
-                                            "pretrain split once and cached; a path: that checkpoint; null: random")
+                                            "pretrain split once and cached; emoji: pretrained on the emoji data "
+                                            "set's held-out pretrain groups once and cached; a path: that "
+                                            "checkpoint; null: random")
     pretrain_epochs: int = option(3, "epochs of pretraining when `pretrained: auto` has no checkpoint yet")
 
     def __post_init__(self):
@@ -65,6 +67,9 @@ class TinyViTConfig(EmbeddedConfig):
 
 
 MEAN = STD = (0.5, 0.5, 0.5)
+#: What `pretrained` may name instead of a file: auto, synthscenes' pretrain split (per-cell attributes,
+#: plugins/tinyvit_pretrain.py); emoji, the emoji set's held-out groups (captions, plugins/emoji_pretrain.py).
+PRETRAIN_POOLS = ("auto", "emoji")
 # The checkpoints of the default architectures, pretrained by `pretrain` and shipped with vlbench so
 # that every machine evaluates the same weights: the committed results were made with them.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
@@ -131,10 +136,11 @@ class EmbeddedBackbone(Backbone):
         pretrained = self.options["pretrained"]
         if pretrained is None:
             return None
-        if pretrained != "auto":
+        if pretrained not in PRETRAIN_POOLS:
             return Path(pretrained).expanduser()
         arch = {k: self.options[k] for k in (*self.arch_options, "pretrain_epochs")}
-        name = f"{self.checkpoint_prefix}-{stable_hash(arch, 10)}.safetensors"
+        pool = "" if pretrained == "auto" else f"{pretrained}-"  # auto keeps the names it always had
+        name = f"{self.checkpoint_prefix}-{pool}{stable_hash(arch, 10)}.safetensors"
         shipped = SHIPPED_WEIGHTS / name
         return shipped if shipped.exists() else cache_dir() / "pretrained" / name
 
@@ -146,8 +152,9 @@ class EmbeddedBackbone(Backbone):
         path = self.checkpoint_path()
         if path is None or path.exists():  # none, shipped, given or already pretrained
             return
-        if self.options["pretrained"] != "auto":
-            raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: auto`")
+        if self.options["pretrained"] not in PRETRAIN_POOLS:
+            raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: "
+                               f"{' or '.join(PRETRAIN_POOLS)}`")
 
         def save(result: tuple[dict[str, torch.Tensor], dict[str, float]], tmp: Path) -> None:
             state, accuracy = result
@@ -158,18 +165,24 @@ class EmbeddedBackbone(Backbone):
         cached("pretrained", path.name, functools.partial(self._pretrain, path.stem, progress), lambda _: None, save)
 
     def _pretrain(self, label: str, progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """A fresh encoder pretrained on the generator's `pretrain` split: its weights and sanity-check accuracy."""
-        from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
-
+        """A fresh encoder pretrained on its pool (PRETRAIN_POOLS): its weights and sanity-check accuracy."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the encoder's initialisation, too, is part of the checkpoint's recipe
             encoder = self.encoder()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
+        common = dict(epochs=self.options["pretrain_epochs"], mean=self.normalization[0], std=self.normalization[1],
+                      image_size=self.image_size, progress=progress)
         try:
-            accuracy = pretrain(encoder, label, epochs=self.options["pretrain_epochs"], mean=self.normalization[0],
-                                std=self.normalization[1], image_size=self.image_size, width=self.options["width"],
-                                cells=functools.partial(self.cells, encoder), progress=progress)
+            if self.options["pretrained"] == "emoji":
+                from vlbench_plugins.emoji_pretrain import pretrain_on_captions  # builds the emoji set: only when needed
+
+                accuracy = pretrain_on_captions(*self.features(encoder), label, text_encoder=self.text_encoder, **common)
+            else:
+                from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
+
+                accuracy = pretrain(encoder, label, width=self.options["width"],
+                                    cells=functools.partial(self.cells, encoder), **common)
         finally:
             torch.set_num_threads(threads)
         return encoder.state_dict(), accuracy

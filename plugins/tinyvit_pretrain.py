@@ -17,6 +17,8 @@ from tqdm import tqdm
 from vlbench.data.images import load_images
 from vlbench.data.synthscenes import SynthScenes, load_pretrain_labels
 
+BATCH = 128
+
 
 def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.Tensor:
     """Patch tokens averaged per grid cell: (B, grid*grid, width)."""
@@ -37,21 +39,14 @@ def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_si
     targets = labels + 1  # -1 (empty) becomes class 0
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(width, n) for n in sizes)
-    optimizer = torch.optim.AdamW([*encoder.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.05)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * -(-len(pixels) // 128)
-    bar = tqdm(total=steps, desc=f"pretraining {label}", disable=not progress, unit="step")
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        per_cell = cells(pixels[idx])
+        return sum(F.cross_entropy(h(per_cell).flatten(0, 1), targets[idx, :, k].flatten()) for k, h in enumerate(heads))
+
     encoder.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(pixels), generator=generator).split(128):
-            per_cell = cells(pixels[idx])
-            loss = sum(F.cross_entropy(h(per_cell).flatten(0, 1), targets[idx, :, k].flatten()) for k, h in enumerate(heads))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    fit([*encoder.parameters(), *heads.parameters()], batch_loss, len(pixels), epochs * -(-len(pixels) // BATCH),
+        torch.Generator().manual_seed(seed), f"pretraining {label}", progress)
     encoder.eval()
     with torch.no_grad():
         held_out = slice(len(pixels) - 1000, None)
@@ -60,3 +55,22 @@ def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_si
             k: (h(per_cell).argmax(-1) == targets[held_out, :, i]).float().mean().item()
             for i, (k, h) in enumerate(zip(("colour", "shape", "size"), heads))
         }
+
+
+def fit(params: list[nn.Parameter], batch_loss: Callable[[torch.Tensor], torch.Tensor], items: int, steps: int,
+        generator: torch.Generator, desc: str, progress: bool) -> None:
+    """`steps` AdamW steps (lr 1e-3, weight decay 0.05) on `batch_loss(indices)`: batches of BATCH of the `items`,
+    in a fresh order drawn from `generator` for each pass (the last pass cut short where the steps run out)."""
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step")
+    step = 0  # counted here: a disabled bar counts nothing
+    while step < steps:
+        for idx in torch.randperm(items, generator=generator).split(BATCH)[: steps - step]:
+            loss = batch_loss(idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()

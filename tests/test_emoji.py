@@ -94,3 +94,33 @@ def test_captions_are_real_annotations(all_items):
 def test_the_install_script_installs_the_packages_the_error_names():
     script = (Path(__file__).parents[1] / "scripts" / "emoji-packages.sh").read_text()
     assert f"packages=({' '.join(emoji_sources.PACKAGES)})" in script
+
+
+@needs_packages
+def test_pretraining_on_the_held_out_groups(tmp_path, monkeypatch):
+    """`pretrained: emoji` pretrains on pretrain.json's images only, into its own cached checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vlbench_plugins import emoji_pretrain
+    from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    emoji.build(emoji.default_root(), SOURCES, limit=SMALL)
+    paths, captions = emoji.pretrain_pool()
+    karpathy = json.loads((emoji.default_root() / emoji.ANNOTATIONS).read_text())["images"]
+    assert paths and not {p.name for p in paths} & {e["filename"] for e in karpathy}
+    assert all(len(c) >= emoji.MIN_CAPTIONS for c in captions)
+
+    monkeypatch.setattr(emoji_pretrain, "STEPS_PER_EPOCH", 3)
+    backbone = TinyViTMiniLM(pretrained="emoji", pretrain_epochs=1, depth=1)
+    path = backbone.checkpoint_path()
+    assert path.parent == tmp_path / "pretrained" and path.name.startswith("tinyvit-emoji-")
+    assert TinyViTMiniLM(pretrain_epochs=1, depth=1).checkpoint_path().name == path.name.replace("emoji-", "")
+    backbone.prepare(progress=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        fresh = backbone.encoder().state_dict()
+    trained = load_file(str(path))
+    assert trained.keys() == fresh.keys() and not torch.equal(trained["blocks.0.attn.qkv.weight"],
+                                                             fresh["blocks.0.attn.qkv.weight"])
