@@ -139,6 +139,10 @@ class EmbeddedBackbone(Backbone):
         if pretrained not in PRETRAIN_POOLS:
             return Path(pretrained).expanduser()
         arch = {k: self.options[k] for k in (*self.arch_options, "pretrain_epochs")}
+        if pretrained == "emoji":  # what it learns from: the emoji build and the caption embeddings
+            from vlbench_plugins.emoji import BUILDER_VERSION
+
+            arch.update(data=f"emoji-v{BUILDER_VERSION}", text=self.text_encoder.id)
         pool = "" if pretrained == "auto" else f"{pretrained}-"  # auto keeps the names it always had
         name = f"{self.checkpoint_prefix}-{pool}{stable_hash(arch, 10)}.safetensors"
         shipped = SHIPPED_WEIGHTS / name
