@@ -23,6 +23,7 @@ BACKBONES = {
     "nfnet-bert": "vlbench_plugins.nfnet_bert:NFNetBERT",
     "clip": "vlbench_plugins.clip_lora:CLIPLoRA",
     "convnet-minilm": "vlbench_plugins.convnet_minilm:ConvNetMiniLM",
+    "convnetw32-minilm": "vlbench_plugins.convnet_minilm:ConvNetW32MiniLM",
 }
 STAGES = {
     "reference_model": "vlbench.stages:ReferenceModel",  # the harness's: any condenser may use it

@@ -1,4 +1,5 @@
-"""`convnet-minilm`: the ConvNet of the MTT line of work + the same frozen MiniLM text side and heads.
+"""`convnet-minilm` and `convnetw32-minilm`: the ConvNet of the MTT line of work + the same frozen MiniLM
+text side and heads.
 
 Image side: MTT's standard ConvNet (GeorgeCazenavette/mtt-distillation, networks.py `ConvNet` with
 utils.py `get_default_convnet_setting`: width 128, depth 3, 'relu', 'instancenorm', 'avgpooling'),
@@ -13,6 +14,12 @@ final map pooled to the 3x3 grid), shipped in plugins/weights/, kept frozen unde
 adapters on every convolution (peft's Conv2d LoRA: a k x k down- and a 1 x 1 up-projection), so
 `tm-lora` adapts the convolutions and `tm` (`lora_rank: 0`) all of them. Images are normalised
 with the `pretrain` split's channel statistics, as MTT normalises each data set with its own.
+
+`convnetw32-minilm` is the same network at width 32: DC's and MTT's ConvNetW32 (the width ablation of
+Zhao, Mopuri & Bilen's DC). Its evaluation model costs about 1.5x the tiny ViT's on a CPU where width
+128 costs about 10x (benchmarks/test_eval_model_cost.py), so it is the CPU board's second architecture;
+width 128 stays `convnet-minilm`, the paper-sized option for GPUs. Its own checkpoint (pretrained on
+the `pretrain` split the same way) ships beside the width-128 one.
 """
 from __future__ import annotations
 
@@ -96,3 +103,16 @@ class ConvNetMiniLM(EmbeddedBackbone):
 
     def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(encoder(pixels), 3).flatten(2).transpose(1, 2)
+
+
+@dataclass
+class ConvNetW32Config(ConvNetConfig):
+    width: int = option(32, "channels of every block (128: MTT's, which is `convnet-minilm`)")
+
+
+class ConvNetW32MiniLM(ConvNetMiniLM):
+    """A name of its own rather than a new default of `convnet-minilm`: that id (and every key made
+    with it) keeps meaning width 128. The checkpoint prefix is shared: one architecture, one file."""
+
+    name = "convnetw32-minilm"
+    Config = ConvNetW32Config

@@ -275,6 +275,46 @@ def test_convnet_id_is_stable_and_its_weights_ship(convnet, tmp_path, monkeypatc
     assert ConvNetMiniLM(width=64).checkpoint_path().parent == tmp_path / "pretrained"  # pretrained on first use
 
 
+CONVNETW32_SHA256 = "4159da8e2b48c417"  # plugins/weights/convnet-837813385f.safetensors
+
+
+def test_convnetw32_is_the_width_32_convnet_under_a_name_of_its_own():
+    """DC's and MTT's ConvNetW32: convnet-minilm at width 32, registered apart so that `convnet-minilm` (and every
+    key made with it) keeps meaning MTT's width 128."""
+    from vlbench.plugins import registry
+    from vlbench_plugins.convnet_minilm import ConvNetMiniLM
+
+    w32 = registry().get("backbone", "convnetw32-minilm")()
+    assert w32.id == "convnetw32-minilm" and ConvNetMiniLM().id == "convnet-minilm"
+    assert w32.options == ConvNetMiniLM(width=32).options and ConvNetMiniLM().options["width"] == 128
+    assert w32.checkpoint_path() == ConvNetMiniLM(width=32).checkpoint_path()  # one architecture, one checkpoint
+    model = type(w32)(pretrained=None, lora_rank=0).build(0)
+    convs = [block.conv for block in model.image_encoder.convnet.blocks]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 32), (32, 32), (32, 32)]
+    assert w32.image_size == 32 and model.image_head.proj.in_features == 32 * 4 * 4
+
+
+def test_convnetw32_loads_its_shipped_checkpoint(tmp_path, monkeypatch):
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from vlbench_plugins.convnet_minilm import ConvNetW32MiniLM
+    from vlbench_plugins.tinyvit_minilm import SHIPPED_WEIGHTS
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))  # nothing may be pretrained on the way
+    w32 = ConvNetW32MiniLM()
+    path = w32.checkpoint_path()
+    assert path.parent == SHIPPED_WEIGHTS and w32.weight_files()["image_encoder"] == path
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(CONVNETW32_SHA256)
+    shipped = load_file(str(path))
+    for backbone in (w32, w32.full_finetuning()):  # under LoRA adapters (tm-lora) and fully trainable (tm)
+        encoder = backbone.build(0).image_encoder.convnet
+        weights = {n.replace(".base_layer", ""): p for n, p in encoder.state_dict().items() if "lora_" not in n}
+        assert weights.keys() == shipped.keys() and all(torch.equal(weights[n], shipped[n]) for n in shipped)
+    assert not (tmp_path / "pretrained").exists()
+
+
 def test_convnet_trains_a_few_steps_to_finite_recall(convnet):
     pairs = toy_pairs(convnet)
     model = convnet.build(0)

@@ -1,4 +1,5 @@
-"""`convnet-minilm` is a full backbone: every condenser runs on it, and `vlbench run` end to end."""
+"""`convnet-minilm` and `convnetw32-minilm` are full backbones: every condenser runs on them, and `vlbench run`
+end to end."""
 import json
 
 import pytest
@@ -7,11 +8,11 @@ from vlbench.cli import main
 from vlbench.data.synthscenes import generate
 from vlbench.plugins import Registry
 from vlbench.testing import check_condenser
-from vlbench_plugins.convnet_minilm import ConvNetMiniLM
+from vlbench_plugins.convnet_minilm import ConvNetMiniLM, ConvNetW32MiniLM
 
 # tm and tm-lora with test-sized options (as tests/test_distill.py checks them on the default backbone)
 SMALL = {"tm": {"iterations": 3, "syn_steps": 2, "num_experts": 1, "train_epochs": 2, "checkpoint_every": 2}}
-SMALL["tm-lora"] = SMALL["tm"]
+SMALL["tm-lora"] = SMALL["lors"] = SMALL["tm"]
 SMALL["full"] = {"epochs": 1.0}
 
 
@@ -22,10 +23,11 @@ def private_cache(tmp_path_factory):
         yield
 
 
-@pytest.mark.parametrize("name", ["random", "herding", "kcenter", "forgetting", "tm", "tm-lora"])
-def test_every_condenser_conforms_on_convnet(name):
+@pytest.mark.parametrize("backbone", [ConvNetMiniLM, ConvNetW32MiniLM])
+@pytest.mark.parametrize("name", ["random", "herding", "kcenter", "forgetting", "tm", "tm-lora", "lors"])
+def test_every_condenser_conforms_on_convnet(name, backbone):
     report = check_condenser(Registry().get("condenser", name), budget=10, options=SMALL.get(name),
-                             backbone=ConvNetMiniLM())
+                             backbone=backbone())  # the shipped pretrained checkpoint
     assert report.condensed.images.shape == (10, 3, 32, 32)  # condensed at the ConvNet's resolution
 
 
