@@ -19,6 +19,7 @@ from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_stric
 from vlbench.plugins import KINDS, Registry, registry
 from vlbench.provenance import add_allow_dirty_flag
 from vlbench.results import RunRecord
+from vlbench.reproduce_cli import add_reproduce_command
 from vlbench.show import add_show_command
 from vlbench.sweep_cli import add_sweep_commands
 
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_plugin_commands(sub)
     add_show_command(sub)
+    add_reproduce_command(sub)
     add_sweep_commands(sub)
     registry().add_commands(sub)  # plugins' own commands (`vlbench experts` is the tm plugin's)
     return parser

@@ -107,6 +107,19 @@ class RunRecord(Mapping):
         return self._data["condensed"].get("path")
 
 
+def read_record(path: Path, needs: tuple[str, ...]) -> RunRecord:
+    """The record in `path`; a file that cannot be read, or lacks a key of `needs`, is one line."""
+    from vlbench.core import VLBenchError
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise VLBenchError(f"cannot read run record {path}: {e}") from e
+    if not isinstance(record, dict) or not all(key in record for key in ("run_id", *needs)):
+        raise VLBenchError(f"{path} is not a run record" + (f" with {' and '.join(needs)}" if needs else ""))
+    return RunRecord(record)
+
+
 class ResultsStore:
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)

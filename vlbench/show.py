@@ -13,12 +13,12 @@ cli.py wires it in with `add_show_command(subparsers)`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec
+from vlbench.results import read_record
 
 CELL = 144  # pixels per image (tiny images are upscaled with nearest neighbours)
 GAP = 12  # between cells, and around the grid
@@ -44,13 +44,7 @@ def add_show_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise VLBenchError(f"cannot read run record {path}: {e}") from e
-    if not isinstance(record, dict) or "run_id" not in record or "condensed" not in record:
-        raise VLBenchError(f"{path} is not a run record")
-    return record
+    return dict(read_record(path, ("condensed",)))
 
 
 def condensed_dir(record: dict[str, Any]) -> Path:
