@@ -18,10 +18,9 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -31,6 +30,7 @@ from vlbench.api import (
     Backbone, CondensedSet, CondenseContext, Condenser, ImageTextDataset, Pairs, TrainProtocol, VLBenchError,
     VLModel, cache_dir,
 )
+from vlbench.parallel import one_thread
 from vlbench.plugins import check_plugin_class, registry
 
 RULES = {
@@ -284,16 +284,6 @@ class _Trial:
         raise _Broken(f"budget {budget} > {n} training pairs returned {len(result)} pairs instead of raising VLBenchError")
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    # The slice is tiny, so threads gain nothing; and test suites run in parallel (pytest-xdist,
-    # busy CI machines), where every process spinning several threads makes each step 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10, options: dict[str, Any] | None = None,
@@ -318,7 +308,8 @@ def check_condenser(condenser: type[Condenser] | Condenser, *, budget: int = 10,
         raise ValueError(f"condenser {cls.name!r} trains on the full data set: there is nothing condensed to check")
     start = time.perf_counter()
     make()  # bad options are the caller's error (VLBenchError), not a broken rule
-    with _one_thread(), tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
+    # one thread: the slice is tiny, and test suites run many processes at once
+    with one_thread(), tempfile.TemporaryDirectory(prefix="vlbench-conformance-") as tmp:
         data = _slice(train_images, backbone)
         if not 0 < budget <= len(data.train):
             raise ValueError(f"budget must be between 1 and the slice's {len(data.train)} pairs "

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vlbench.api import TextEncoder, VLBenchError, stable_hash
-from vlbench.parallel import jobs
+from vlbench.parallel import jobs, one_thread
 
 
 def encode_device() -> torch.device:
@@ -84,26 +84,22 @@ def encode_by_length(captions: list[str], token_counts: Callable[[list[str]], li
         with torch.inference_mode():
             return forward(inputs).float().cpu()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # global: the workers' ops run inline, each in its own thread
-    try:
-        with ThreadPoolExecutor(workers) as pool, \
-                tqdm(total=len(unique), desc=desc, unit="caption", disable=not progress or len(batches) < 2) as bar:
-            pending: deque = deque()
+    # one thread, set globally: the workers' ops run inline, each in its own thread
+    with one_thread(), ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(unique), desc=desc, unit="caption", disable=not progress or len(batches) < 2) as bar:
+        pending: deque = deque()
 
-            def collect():
-                index, future = pending.popleft()
-                out[index] = future.result()
-                bar.update(len(index))
+        def collect():
+            index, future = pending.popleft()
+            out[index] = future.result()
+            bar.update(len(index))
 
-            for index in batches:  # at most 2 batches per worker prepared ahead: bounded memory
-                pending.append((index, pool.submit(encode, prepare([unique[i] for i in index]))))
-                if len(pending) > 2 * workers:
-                    collect()
-            while pending:
+        for index in batches:  # at most 2 batches per worker prepared ahead: bounded memory
+            pending.append((index, pool.submit(encode, prepare([unique[i] for i in index]))))
+            if len(pending) > 2 * workers:
                 collect()
-    finally:
-        torch.set_num_threads(threads)
+        while pending:
+            collect()
     position = {caption: i for i, caption in enumerate(unique)}
     return out[[position[caption] for caption in captions]]
 
