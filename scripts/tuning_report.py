@@ -48,7 +48,6 @@ def best_so_far(trials: list[Any]) -> list[float | None]:
 def rows(found: list[tuple[str, list[Any]]]) -> list[list[Any]]:
     table = []
     for name, trials in found:
-        condenser, budget = name.rsplit("-", 1)[0], name.rsplit("-", 1)[1]
         done = [t for t in trials if t.value is not None]
         best = max(done, key=lambda t: (t.value, -t.number)) if done else None
         first = trials[0].value if trials and trials[0].value is not None else None
@@ -70,7 +69,8 @@ def plot(found: list[tuple[str, list[Any]]], path: Path) -> None:
 
     by_budget: dict[str, list[tuple[str, list[Any]]]] = {}
     for name, trials in found:
-        by_budget.setdefault(name.rsplit("-", 1)[1], []).append((name.rsplit("-", 1)[0], trials))
+        label, budget = name.rsplit("-", 1)  # study names end in the budget
+        by_budget.setdefault(budget, []).append((label, trials))
     budgets = sorted(by_budget, key=int)
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 3.6), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
