@@ -24,7 +24,6 @@ from torch import nn
 from vlbench.api import Backbone, TextEncoder, VLBenchError, VLModel, cache_dir, option, stable_hash
 from vlbench.artifacts import cached
 from vlbench.modules import DualEncoder, SentenceTransformerEncoder
-from vlbench.parallel import one_thread
 from vlbench.storage import atomic_write_json, save_tensors
 from vlbench_plugins.tinyvit_pretrain import cell_features
 
@@ -174,9 +173,11 @@ class EmbeddedBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the encoder's initialisation, too, is part of the checkpoint's recipe
             encoder = self.encoder()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
         common = dict(epochs=self.options["pretrain_epochs"], mean=self.normalization[0], std=self.normalization[1],
                       image_size=self.image_size, progress=progress)
-        with one_thread():  # one summation order: the same checkpoint whatever the machine's cores
+        try:
             if self.options["pretrained"] == "emoji":
                 from vlbench_plugins.emoji_pretrain import pretrain_on_captions  # builds the emoji set: only when needed
 
@@ -186,6 +187,8 @@ class EmbeddedBackbone(Backbone):
 
                 accuracy = pretrain(encoder, label, width=self.options["width"],
                                     cells=functools.partial(self.cells, encoder), **common)
+        finally:
+            torch.set_num_threads(threads)
         return encoder.state_dict(), accuracy
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
