@@ -8,7 +8,7 @@ import pytest
 
 from vlbench import loaded_code
 from vlbench.core import RunSpec, VLBenchError
-from vlbench.provenance import check_recordable, cpu, tracked_by_git
+from vlbench.provenance import check_recordable, cpu, has_code_changes, tracked_by_git
 
 
 def test_a_watched_module_is_hashed_as_imported_and_a_later_edit_is_seen(tmp_path, monkeypatch):
@@ -80,3 +80,18 @@ def test_the_cpu_is_named_with_torchs_instruction_set():
 
     info = cpu()
     assert info["model"] and info["capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_changed_output_is_not_a_code_change_but_a_changed_source_or_config_is(committed_results):
+    repo = committed_results.parent
+    for path in ("vlbench/run.py", "configs/board.yaml"):
+        (repo / path).parent.mkdir(exist_ok=True)
+        (repo / path).write_text("committed\n")
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code"], check=True)
+    (committed_results / "records" / "old.json").write_text('{"a study database or record": "grew"}')
+    assert not has_code_changes(repo)  # a tuning study writing its committed database while others start
+    for path in ("vlbench/run.py", "configs/board.yaml"):
+        (repo / path).write_text("edited\n")
+        assert has_code_changes(repo)
+        (repo / path).write_text("committed\n")

@@ -40,15 +40,26 @@ def _git(where: Path, *args: str) -> str:
 
 @lru_cache(maxsize=1)
 def source_commit() -> dict[str, object]:
-    """The git commit vlbench runs from and whether tracked files differ from it (None outside a checkout).
+    """The git commit vlbench runs from and whether tracked files other than outputs differ from it (None
+    outside a checkout).
 
     Read once per process (the runner asks when a run starts): a long sweep records the code it
     loaded, not whatever the checkout holds by the time a run finishes."""
     try:
-        return {"commit": _git(SOURCE_DIR, "rev-parse", "HEAD"),
-                "dirty": bool(_git(SOURCE_DIR, "status", "--porcelain", "--untracked-files=no"))}
+        return {"commit": _git(SOURCE_DIR, "rev-parse", "HEAD"), "dirty": has_code_changes(SOURCE_DIR)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+#: What runs write, never read as input: a tuning study's database or a new record changing there leaves
+#: the code and configs that make a number as committed (a run's own options are in its record's spec).
+OUTPUTS = ("results",)
+
+
+def has_code_changes(checkout: Path) -> bool:
+    """Whether tracked files of `checkout` differ from its commit, outputs (OUTPUTS) aside."""
+    return bool(_git(checkout, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                     *(f":(exclude){path}" for path in OUTPUTS)))
 
 
 def loaded_code(commit: str | None) -> dict[str, object]:
