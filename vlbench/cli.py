@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from vlbench.config import run_config
 from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, resolve_spec, with_eval_backbones
 from vlbench.data_cli import add_data_commands
 from vlbench.leaderboard import FORMATS
@@ -34,43 +35,6 @@ if TYPE_CHECKING:
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
 DEFAULT_RESULTS = "runs"
 RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device", "tuned")
-CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results", "eval_backbones"})
-
-
-def run_config(path: str | None, flags: dict[str, Any]) -> dict[str, Any]:
-    """The options of a run YAML, or of the one run of a sweep YAML (a preset) that `flags` pick (`one_run`)."""
-    config = read_yaml(path)
-    if "grid" not in config:
-        return load_config(path)
-    from vlbench.sweep import one_run
-
-    return {**one_run(path, flags).to_dict(), **({"results": config["results"]} if "results" in config else {})}
-
-
-def load_config(path: str | None) -> dict[str, Any]:
-    """A run's YAML config: a mapping of RunSpec options (and `results`, `eval_backbones`)."""
-    config = read_yaml(path)
-    unknown = set(config) - set(CONFIG_KEYS)
-    if unknown:
-        raise VLBenchError(f"config {path}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(CONFIG_KEYS)})")
-    return config
-
-
-def read_yaml(path: str | None) -> dict[str, Any]:
-    """A YAML mapping (none: empty); a file that cannot be read or parsed is one line."""
-    if path is None:
-        return {}
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        raise VLBenchError(f"cannot read config {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise VLBenchError(f"cannot read config {path}{where}: {getattr(e, 'problem', None) or e}") from e
-    if not isinstance(config, dict):
-        raise VLBenchError(f"config {path} must be a mapping of option: value, got {type(config).__name__}")
-    return config
 
 
 def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:

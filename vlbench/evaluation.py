@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 import vlbench
-from vlbench.api import Backbone, Pairs, RunSpec, TrainProtocol, stable_hash
+from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
 from vlbench.condensing import condensed_set
 from vlbench.data.bank import stored_pixels
 from vlbench.metrics import summarize
@@ -109,8 +109,9 @@ class Evaluation:
         (vlbench/parallel.py), each model's numbers the same whatever the pool."""
         run, per_seed = self.run, [{} for _ in seeds]
         self.workers = pool_workers(len(seeds), run.device.type)
-        # In this process the run itself (and its progress bars); a worker resolves the spec again.
-        pool = Pool(self.workers, _share_evaluation, (run if self.workers == 1 else run.spec, data, eval_pairs))
+        # In this process the run itself (and its progress bars); a worker gets it resolved again from its
+        # spec, without progress bars (`Run.__reduce__`).
+        pool = Pool(self.workers, _share_evaluation, (run, data, eval_pairs))
         tasks = [(seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol) for k, seed in enumerate(seeds)]
         self.view.eval_model(0, protocol.steps if self.workers == 1 else 0)
         with tqdm(total=len(seeds), desc=f"eval models ({self.workers} workers)", unit="model",
@@ -190,10 +191,8 @@ class Evaluation:
 _evaluation: dict[str, Any] = {}
 
 
-def _share_evaluation(run: Run | RunSpec, data: TrainData, eval_pairs: Pairs) -> None:
-    from vlbench.runner import resolved
-
-    _evaluation.update(run=resolved(run, progress=False), data=data, eval_pairs=eval_pairs)
+def _share_evaluation(run: Run, data: TrainData, eval_pairs: Pairs) -> None:
+    _evaluation.update(run=run, data=data, eval_pairs=eval_pairs)
 
 
 def _train_and_score(task: tuple[int, dict | None, str, TrainProtocol]) -> dict[str, float]:

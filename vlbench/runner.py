@@ -16,14 +16,13 @@ from tqdm import tqdm
 from vlbench import validation
 from vlbench.api import Backbone, Condenser, ImageTextDataset, Pairs, RunSpec, TrainProtocol, VLBenchError, VLModel, stable_hash
 from vlbench.condensing import PluginError
-from vlbench.core import resolve_spec
+from vlbench.config import spec_from_config
 from vlbench.data.transforms import train_augment
 from vlbench.pairs import load_pairs
 from vlbench.plugins import Registry, registry
 from vlbench.results import ResultsStore, RunRecord, run_identity
 from vlbench.stages import Stage, StageInput
 from vlbench.train import TrainData, train
-from vlbench.tuned_configs import with_tuned
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,6 +65,11 @@ class Run:
         self.spec = self._resolved(spec)
         if self.spec.eval_backbone is None:  # its effective options are the condensing backbone's: the plain run
             self.eval_backbone = self.backbone
+
+    def __reduce__(self):
+        """Sent to a worker process as its resolved spec, resolved there again against that process's plugins,
+        without progress bars (a worker draws none)."""
+        return Run, (self.spec, None, False)
 
     def _resolved(self, spec: RunSpec) -> RunSpec:
         effective = {"backbone_options": self.backbone.config}
@@ -203,19 +207,8 @@ class Run:
 
 def run_from_config(path: str | None, defaults: dict[str, Any], flags: dict[str, Any],
                     condenser_options: dict[str, Any] | None = None, progress: bool = True) -> Run:
-    """The run a command's `--config` file describes (a run YAML, or a sweep YAML: its first run), resolved as
-    `vlbench run` resolves one: `defaults` < the file < `flags` (None: not given), with `condenser_options`
-    over the file's. Only the condensing side: the file's evaluation backbones and results are left out."""
-    from vlbench.cli import load_config, read_yaml
-    from vlbench.sweep import expand, load_sweep
-
-    config = expand(load_sweep(path).grid)[0].to_dict() if "grid" in read_yaml(path) else load_config(path)
-    for key in ("results", "eval_backbone", "eval_backbones", "eval_backbone_options"):
-        config.pop(key, None)
-    if condenser_options:
-        config["condenser_options"] = {**config.get("condenser_options", {}), **condenser_options}
-    given = {k: v for k, v in flags.items() if v is not None}
-    return Run(resolve_spec(with_tuned({**defaults, **config, **given})), progress=progress)
+    """The run a plugin command's `--config` file describes, resolved (`vlbench.config.spec_from_config`)."""
+    return Run(spec_from_config(path, defaults, flags, condenser_options), progress=progress)
 
 
 def resolved(spec: RunSpec | Run, plugins: Registry | None = None, progress: bool = True) -> Run:

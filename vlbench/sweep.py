@@ -22,22 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec, stable_hash, with_eval_backbones
+from vlbench.config import expand, read_sweep
+from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash
 from vlbench.results import ResultsStore
 from vlbench.storage import file_lock
 from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
-from vlbench.tuned_configs import with_tuned
 
-SWEEP_KEYS = ("name", "grid", "results", "executor", "workers", "retries", "submitit")
 
 
 @dataclass
@@ -66,58 +62,7 @@ class Sweep:
 
 def load_sweep(path: str | Path, **overrides: Any) -> Sweep:
     """Read a sweep file; `overrides` (CLI flags, None = not given) win over it."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise VLBenchError(f"cannot read sweep {path}: {str(e).splitlines()[0]}") from e
-    if not isinstance(config, dict) or "grid" not in config:
-        raise VLBenchError(f"sweep {path} must be a mapping with a `grid` of run options")
-    unknown = set(config) - set(SWEEP_KEYS)
-    if unknown:
-        raise VLBenchError(f"sweep {path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(SWEEP_KEYS)})")
-    grid = config["grid"] if isinstance(config["grid"], list) else [config["grid"]]
-    if not grid or not all(isinstance(g, dict) for g in grid):
-        raise VLBenchError(f"sweep {path}: `grid` must be a mapping of run option: value or list, or a list of them")
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    return Sweep(**{**config, "grid": grid, "name": config.get("name") or path.stem})
-
-
-def expand(grid: list[dict[str, Any]]) -> list[RunSpec]:
-    """Every combination of every grid: a list value is an axis, anything else is fixed; each is resolved
-    as `vlbench run` resolves its config (so `budget` may be left out for `full`, which trains on every pair,
-    and `tuned: true` reads the options the tuning ruleset chose for its condenser and budget)."""
-    specs = []
-    for g in grid:
-        axes = {k: v if isinstance(v, list) else [v] for k, v in with_eval_backbones(g).items()}
-        for values in itertools.product(*axes.values()):
-            try:
-                specs.append(resolve_spec(with_tuned(dict(zip(axes, values)))))
-            except VLBenchError as e:
-                raise VLBenchError(f"bad grid entry {dict(zip(axes, values))}: {e}") from e
-    return specs
-
-
-def one_run(path: str | Path, flags: dict[str, Any]) -> RunSpec:
-    """The run of sweep `path` that `flags` (run options, None: not given) pick, for `vlbench run --config`:
-    a flag on an option the grid varies selects, one on an option it fixes overrides it later."""
-    specs = expand(load_sweep(path).grid)
-    values = {k: distinct([getattr(s, k) for s in specs]) for k in flags}
-    varying = {k: v for k, v in values.items() if len(v) > 1}
-    picked = [s for s in specs if all(flags[k] is None or getattr(s, k) == flags[k] for k in varying)]
-    choices = ", ".join(f"--{k.replace('_', '-')} " + " | ".join(map(str, values)) for k, values in varying.items())
-    if not picked:
-        given = ", ".join(f"{k} {flags[k]}" for k in varying if flags[k] is not None)
-        raise VLBenchError(f"sweep {path} has no run with {given} (its runs: {choices})")
-    if len(picked) > 1:
-        raise VLBenchError(f"sweep {path} holds {len(picked)} runs: pick one with {choices or 'no flag (they differ in more)'}"
-                           f", or run them all with `vlbench sweep {path}`")
-    return picked[0]
-
-
-def distinct(values: list[Any]) -> list[Any]:
-    """The distinct values, in order (dicts too: a grid's tuned provenance is one)."""
-    return [v for i, v in enumerate(values) if v not in values[:i]]
+    return Sweep(**{**read_sweep(path), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 # ----------------------------------------------------------------------------- planning
