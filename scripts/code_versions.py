@@ -16,7 +16,7 @@ from vlbench.versions import BUILDERS
 
 FILE = Path(__file__).resolve().parent.parent / "tests" / "code_versions.json"
 #: Harness modules that declare builders (condensers and stages declare theirs in their own modules).
-MODULES = ("vlbench.pairs", "vlbench.stages", "vlbench.tm.experts")
+MODULES = ("vlbench.data.pairs", "vlbench.stages", "vlbench.tm.experts")
 
 
 def current() -> dict[str, dict]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from vlbench.board.records import read_record
+from vlbench.board.reproduce import spec_of
+from vlbench.config import expand, read_sweep
 from vlbench.core import VLBenchError, stable_hash
-from vlbench.reproduce import spec_of
-from vlbench.results import read_record
 from vlbench.runner import Run
-from vlbench.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 _datasets: dict[str, object] = {}  # each data set's annotations are read once
@@ -38,10 +38,10 @@ def keys(spec) -> str:
 def main() -> int:
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
         try:
-            sweep = load_sweep(path)
+            grid = read_sweep(path)["grid"]
         except VLBenchError:  # a run config, not a sweep: `vlbench run --config` reads it
             continue
-        for i, spec in enumerate(expand(sweep.grid)):
+        for i, spec in enumerate(expand(grid)):
             print(f"{path.relative_to(ROOT)}#{i}: {keys(spec)}")
     for path in sorted(ROOT.glob("results/**/records/*.json")):
         print(f"{path.relative_to(ROOT)}: {keys(spec_of(read_record(path, ('spec', 'condenser'))))}")

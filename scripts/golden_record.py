@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vlbench.core import RunSpec
 from vlbench.data.synthscenes import generate
-from vlbench.results import ResultsStore, RunRecord
+from vlbench.board.records import ResultsStore, RunRecord
 from vlbench.runner import run
 
 GOLDEN = Path(__file__).resolve().parent.parent / "results" / "golden"
@@ -54,7 +54,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = str(data_tree(Path(tmp)))
         if args.check:
-            from vlbench.reproduce import reproduce
+            from vlbench.board.reproduce import reproduce
 
             comparisons = [reproduce(record, data_root=root, progress=False) for record in committed().values()]
             print("\n".join(c.summary() for c in comparisons))

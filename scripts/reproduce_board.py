@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vlbench.reproduce import reproduce
-from vlbench.results import ResultsStore, RunRecord
+from vlbench.board.reproduce import reproduce
+from vlbench.board.records import ResultsStore, RunRecord
 
 BOARD = Path(__file__).resolve().parent.parent / "results"
 

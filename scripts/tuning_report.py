@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from vlbench.api import VLBenchError
 from vlbench.storage import atomic_write_text
-from vlbench.tuning import STUDY_DIR, counted
+from vlbench.tuning.studies import STUDY_DIR, counted
 
 ROOT = Path(__file__).resolve().parent.parent
 

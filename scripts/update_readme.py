@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vlbench.leaderboard import render, with_min_seeds
-from vlbench.results import ResultsStore
+from vlbench.board.render import render
+from vlbench.board.tables import with_min_seeds
+from vlbench.board.records import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"

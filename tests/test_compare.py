@@ -1,8 +1,8 @@
 """`vlbench leaderboard --compare`: a local run's rows next to the committed ones."""
 
 from vlbench.cli import main
-from vlbench.compare import comparison
-from vlbench.results import ResultsStore
+from vlbench.board.compare import comparison
+from vlbench.board.records import ResultsStore
 from test_leaderboard_exports import record
 
 

@@ -58,9 +58,9 @@ def test_a_set_condensed_on_one_backbone_is_evaluated_on_another(tiny):
     evaluated by convnet-minilm models on its own pixels (resized to 32 px, its normalisation)."""
     from vlbench.api import CondensedSet, RunSpec
     from vlbench.data.synthscenes import SynthScenes
-    from vlbench.leaderboard import cross_tables, tables
-    from vlbench.pairs import load_pairs
-    from vlbench.show import condensed_dir
+    from vlbench.board.tables import cross_tables, tables
+    from vlbench.data.pairs import load_pairs
+    from vlbench.cli.show import condensed_dir
     from vlbench.train import TrainData, evaluate, train
 
     results = tiny / "cross"

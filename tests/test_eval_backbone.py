@@ -6,8 +6,8 @@ import pytest
 
 from vlbench.cli import main
 from vlbench.core import RunSpec, VLBenchError
-from vlbench.results import ResultsStore, RunRecord
-from vlbench.sweep import expand
+from vlbench.board.records import ResultsStore, RunRecord
+from vlbench.config import expand
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -51,9 +51,9 @@ def trajectories(vlbench_cache):
 
 def load_runs(path: Path) -> list:
     from vlbench.plugins import registry
-    from vlbench.sweep import expand, load_sweep
+    from vlbench.config import expand, read_sweep
 
-    specs = expand(load_sweep(path).grid)
+    specs = expand(read_sweep(path)["grid"])
     for spec in specs:  # every run builds: condenser options and data set options are valid
         registry().get("condenser", spec.condenser)(**spec.condenser_options)
         registry().get("dataset", spec.dataset)(**spec.dataset_options)

@@ -2,7 +2,7 @@
 in a fresh cache (scripts/golden_record.py): a coreset run and a distiller run, experts included."""
 import pytest
 
-from vlbench.reproduce import reproduce
+from vlbench.board.reproduce import reproduce
 
 
 @pytest.mark.slow

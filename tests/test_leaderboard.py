@@ -1,6 +1,8 @@
 
-from vlbench.leaderboard import FOOTNOTES, leaderboard_markdown, summary_markdown, with_min_seeds, write_leaderboard
-from vlbench.results import ResultsStore, new_run_id
+from vlbench.board.markdown import FOOTNOTES, leaderboard_markdown, summary_markdown
+from vlbench.board.render import write_leaderboard
+from vlbench.board.tables import with_min_seeds
+from vlbench.board.records import ResultsStore, new_run_id
 
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
 

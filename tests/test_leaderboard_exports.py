@@ -12,8 +12,10 @@ from html.parser import HTMLParser
 import pytest
 
 from vlbench.cli import main
-from vlbench.leaderboard import COLUMNS, leaderboard_markdown, render, tables, write_leaderboard
-from vlbench.results import ResultsStore, new_run_id
+from vlbench.board.markdown import COLUMNS, leaderboard_markdown
+from vlbench.board.render import render, write_leaderboard
+from vlbench.board.tables import tables
+from vlbench.board.records import ResultsStore, new_run_id
 
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
 

@@ -13,7 +13,7 @@ from vlbench.data.synthscenes import generate
 from vlbench.modules import DualEncoder
 from vlbench.parallel import Pool, jobs, one_thread, pool_workers, set_jobs, share
 from vlbench.runner import run
-from vlbench.sweep_executors import make_executor
+from vlbench.sweep.executors import make_executor
 from vlbench.text_encoders import BertCLSEncoder
 from vlbench.tm import ExpertBuffer, ExpertSpec
 

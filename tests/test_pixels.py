@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from vlbench.api import FORMAT, CondensedSet, RunSpec, TrainProtocol, VLBenchError
 from vlbench.data.images import decode_images, load_images
 from vlbench.data.synthscenes import SynthScenes, generate
-from vlbench.pairs import load_pairs
+from vlbench.data.pairs import load_pairs
 from vlbench.pixels import CANONICAL, for_backbone, to_canonical
 from vlbench.plugins import registry
 from vlbench.runner import run

@@ -8,7 +8,7 @@ import pytest
 
 from vlbench import plugins
 from vlbench.api import VLBenchError
-from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
+from vlbench.cli.plugins import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import PluginError, Registry
 from plugin_dist import install_dist
 
@@ -85,7 +85,7 @@ def register_condensers(register):
 LISTING = """
 import sys
 from vlbench.plugins import registry
-from vlbench.plugin_cli import cmd_plugins
+from vlbench.cli.plugins import cmd_plugins
 reg = registry()
 for kind in ("condenser", "backbone", "dataset"):
     for name in reg.names(kind):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vlbench.cli import main, specs_from_args, build_parser
-from vlbench.sweep import expand, load_sweep
+from vlbench.config import expand, read_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "configs").glob("*.yaml"))]
@@ -19,7 +19,7 @@ COMMAND = re.compile(r"vlbench (?:run|sweep|experts)\b[^`\n#&;|]*?configs/[\w.-]
 
 def data_root(preset: str) -> str | None:
     """The data root a preset's runs read (none for the embedded data set, whose runs would really run)."""
-    roots = {spec.data_root for spec in expand(load_sweep(ROOT / preset).grid)}
+    roots = {spec.data_root for spec in expand(read_sweep(ROOT / preset)["grid"])}
     assert len(roots) == 1, f"{preset} reads more than one data root"
     return roots.pop()
 
@@ -56,7 +56,7 @@ def run_specs(*argv: str):
 def test_run_config_takes_a_sweep_file_and_the_flags_on_what_its_grid_varies_pick_the_run():
     preset = str(ROOT / "configs" / "flickr30k-tm-official.yaml")
     [spec], results = run_specs("--config", preset, "--budget", "500", "--evals", "1")
-    official = expand(load_sweep(preset).grid)[2]
+    official = expand(read_sweep(preset)["grid"])[2]
     assert spec.budget == 500 and spec.protocol == official.protocol  # the row's own protocol (408 steps)
     assert spec.condenser_options == official.condenser_options and results == "results"  # the sweep's
     assert spec.evals == 1  # a flag on what the grid fixes overrides it, as for a run file

@@ -5,7 +5,7 @@ import pytest
 from tqdm import tqdm
 
 from vlbench.core import RunSpec
-from vlbench.results import RunRecord
+from vlbench.board.records import RunRecord
 from vlbench.progress import RunProgress, StageTime, eta, expected_stages, format_eta, same_shape, units_left
 
 

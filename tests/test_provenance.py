@@ -1,12 +1,12 @@
 """Records name the code that ran (hashed as it was imported), and a committed results directory takes
-only records of committed code (vlbench/loaded_code.py, vlbench/provenance.py)."""
+only records of committed code (vlbench/provenance/)."""
 import importlib
 import subprocess
 import sys
 
 import pytest
 
-from vlbench import loaded_code
+from vlbench.provenance import import_hashes
 from vlbench.core import RunSpec, VLBenchError
 from vlbench.provenance import check_recordable, cpu, has_code_changes, tracked_by_git
 
@@ -17,14 +17,14 @@ def test_a_watched_module_is_hashed_as_imported_and_a_later_edit_is_seen(tmp_pat
     (package / "__init__.py").write_text("")
     (package / "mod.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    loaded_code.watch("vlbench_probe_plugin")  # as the registry does before loading a plugin distribution
+    import_hashes.watch("vlbench_probe_plugin")  # as the registry does before loading a plugin distribution
     module = importlib.import_module("vlbench_probe_plugin.mod")
     (package / "mod.py").write_text("VALUE = 2\n")  # edited while the process runs
-    files = loaded_code.loaded_files()
+    files = import_hashes.loaded_files()
     path, blob = files["vlbench_probe_plugin/mod.py"]
-    assert blob == loaded_code.blob_id(b"VALUE = 1\n") and module.VALUE == 1  # what ran, not what is on disk
-    assert "vlbench_probe_plugin/mod.py" in loaded_code.changed_since_import()
-    assert "vlbench/runner.py" not in loaded_code.changed_since_import()
+    assert blob == import_hashes.blob_id(b"VALUE = 1\n") and module.VALUE == 1  # what ran, not what is on disk
+    assert "vlbench_probe_plugin/mod.py" in import_hashes.changed_since_import()
+    assert "vlbench/runner.py" not in import_hashes.changed_since_import()
     sys.modules.pop("vlbench_probe_plugin.mod")
     sys.modules.pop("vlbench_probe_plugin")
 
@@ -32,7 +32,7 @@ def test_a_watched_module_is_hashed_as_imported_and_a_later_edit_is_seen(tmp_pat
 def test_vlbench_modules_are_hashed_with_their_git_blob_ids():
     import vlbench.runner  # noqa: F401
 
-    path, blob = loaded_code.loaded_files()["vlbench/runner.py"]
+    path, blob = import_hashes.loaded_files()["vlbench/runner.py"]
     expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
     assert blob == expected
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from vlbench.api import VLBenchError
-from vlbench.results import ResultsStore, new_run_id
+from vlbench.board.records import ResultsStore, new_run_id
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "quality_curve.py"
 KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")

@@ -1,5 +1,5 @@
 """`vlbench reproduce`: a record rerun from its spec in a fresh cache, compared model by model exactly; on a
-mismatch, the first stage whose artifact hash differs is named (vlbench/reproduce.py)."""
+mismatch, the first stage whose artifact hash differs is named (vlbench/board/reproduce.py)."""
 import json
 import subprocess
 
@@ -9,7 +9,7 @@ from vlbench import condensing
 from vlbench.cli import main
 from vlbench.core import RunSpec, TrainProtocol
 from vlbench.data.synthscenes import generate
-from vlbench.reproduce import find_record, reproduce
+from vlbench.board.reproduce import find_record, reproduce
 from vlbench.runner import run
 
 

@@ -9,8 +9,8 @@ import pytest
 from vlbench.cli import build_parser, specs_from_args
 from vlbench.core import RunSpec, VLBenchError, resolve_spec
 from vlbench.data.synthscenes import generate
-from vlbench.show import shown_spec
-from vlbench.sweep import expand
+from vlbench.cli.show import shown_spec
+from vlbench.config import expand
 from vlbench_plugins.tm_cli import _run_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +72,9 @@ def test_a_spelled_out_default_backbone_option_is_the_default_run():
 def test_a_run_recorded_with_an_option_spelled_out_is_the_run_once_that_value_is_the_default(tiny, tmp_path):
     """A record that spelled out forgetting's `lr: 0.01` (made before 0.01 became the default) is found by the run
     that leaves it out, by `vlbench run` and by a sweep; every run key stays what it was."""
-    from vlbench.results import ResultsStore, new_run_id
+    from vlbench.board.records import ResultsStore, new_run_id
     from vlbench.runner import Run, recorded
-    from vlbench.sweep import Sweep, make_plan
+    from vlbench.sweep.plan import Sweep, make_plan
 
     base, _ = tiny
     common = {"condenser": "forgetting", "budget": 5, "data_root": str(base / "data")}

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from vlbench.results import ResultsStore, new_run_id
+from vlbench.board.records import ResultsStore, new_run_id
 
 
 def make_record(run_key="abcd1234abcd1234", created="2026-11-27T10:15:00Z", **extra):
@@ -122,7 +122,7 @@ def test_empty_store(tmp_path):
 
 
 def test_a_record_reads_back_typed_and_as_stored(tmp_path):
-    from vlbench.results import RunRecord, SharedCost
+    from vlbench.board.records import RunRecord, SharedCost
 
     shared = [{"stage": "expert_buffer", "wall_s": 61.5, "built_now": False, "built_by": "0123", "artifact": "x"}]
     record = make_record(condenser={"name": "tm-lora"}, budget=100,
@@ -144,7 +144,7 @@ def test_a_record_reads_back_typed_and_as_stored(tmp_path):
 def test_the_reference_is_the_condensers_flag_and_full_only_in_schema_1_records():
     from pathlib import Path
 
-    from vlbench.results import RunRecord
+    from vlbench.board.records import RunRecord
 
     def record(name, **flag):
         return RunRecord({"run_id": "r", "condenser": {"name": name, **flag}})

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageFont
 
-from vlbench.show import CELL, FONT_SIZE, GAP, LINE, add_show_command, nearest_captions, pair_captions, title, wrap, write_grid
+from vlbench.cli.show import CELL, FONT_SIZE, GAP, LINE, add_show_command, nearest_captions, pair_captions, title, wrap, write_grid
 
 # A three-object scene's caption: longer than the four lines the grid used to cut it at.
 LONG = ("a large red circle at the top left, a small green square in the middle and "
@@ -60,7 +60,7 @@ def tiny(tmp_path_factory):
     """A small synthscenes data set, its training pairs, and a saved 3-pair coreset."""
     from vlbench.api import CondensedSet
     from vlbench.data.synthscenes import SynthScenes, generate
-    from vlbench.pairs import load_pairs
+    from vlbench.data.pairs import load_pairs
     from vlbench.plugins import registry
 
     tmp = tmp_path_factory.mktemp("show")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlbench.results import ResultsStore
+from vlbench.board.records import ResultsStore
 
 pytestmark = pytest.mark.slurm
 

@@ -18,9 +18,10 @@ import yaml
 
 from vlbench.api import RunSpec, VLBenchError
 from vlbench.cli import main
-from vlbench.results import ResultsStore, RunRecord
-from vlbench.sweep import Outcome, Plan, Task, execute, expand, load_sweep, make_plan, run_plan
-from vlbench.sweep_executors import Executor, JobDied, ProcessPool, make_executor
+from vlbench.board.records import ResultsStore, RunRecord
+from vlbench.config import expand
+from vlbench.sweep.plan import Outcome, Plan, Task, execute, load_sweep, make_plan, run_plan
+from vlbench.sweep.executors import Executor, JobDied, ProcessPool, make_executor
 
 TRAIN_IMAGES = 24  # x 5 captions = 120 training pairs
 

@@ -16,12 +16,12 @@ import yaml
 
 from vlbench.api import Condenser, VLBenchError, option
 from vlbench.cli import main
-from vlbench.leaderboard import tables
-from vlbench.results import ResultsStore
+from vlbench.board.tables import tables
+from vlbench.board.records import ResultsStore
 from vlbench.spaces import Choice, IntRange, LogUniform, check_space, search_space
-from vlbench.sweep import expand
-from vlbench.sweep_executors import InProcess, ProcessPool
-from vlbench.tuned_configs import Target, with_tuned
+from vlbench.config import expand
+from vlbench.sweep.executors import InProcess, ProcessPool
+from vlbench.tuning.tuned import Target, with_tuned
 
 TINY = Target("forgetting", 10, backbone_options={"pretrained": None}, protocol={"steps": 2, "batch_size": 16})
 
@@ -47,17 +47,17 @@ def env(tmp_path_factory):
 
 
 def small(trials: int = 3):
-    from vlbench.tuning import Ruleset
+    from vlbench.tuning.studies import Ruleset
 
     return Ruleset(trials=trials, evals=1, startup_trials=1)
 
 
 def tune(env, target=TINY, **kwargs):
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     kwargs.setdefault("executor", InProcess())
     kwargs.setdefault("ruleset", small())
-    return tuning.tune(target, results=env / "results" / "tuning", data_root=str(env / "data"),
+    return studies.tune(target, results=env / "results" / "tuning", data_root=str(env / "data"),
                        echo=lambda line: None, **kwargs)
 
 
@@ -111,7 +111,7 @@ def test_list_options_shows_the_search_space(capsys):
 
 
 def test_first_party_methods_declare_what_the_literature_tunes():
-    from vlbench.tuned_configs import declared_space
+    from vlbench.tuning.tuned import declared_space
 
     assert {"lr_img", "lr_txt", "iterations", "syn_steps", "max_start_epoch"} <= set(declared_space("tm-lora")[0])
     assert set(declared_space("tm")[0]) == set(declared_space("tm-lora")[0])
@@ -124,10 +124,10 @@ def test_first_party_methods_declare_what_the_literature_tunes():
 
 
 def test_a_study_spends_its_trials_and_writes_the_best(env):
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     study = tune(env)
-    counted = tuning.counted(study)
+    counted = studies.counted(study)
     assert len(counted) == 3
     first = study.trials[0]
     assert first.params == {"epochs": 6, "lr": 0.01} and first.user_attrs["defaults"]  # the method's own choice
@@ -156,11 +156,11 @@ def test_the_sampler_is_seeded(env, tmp_path):
 
 
 def test_a_killed_study_runs_its_interrupted_trial_again(env, tmp_path):
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     target = dataclasses.replace(TINY, budget=11)
     storage = f"sqlite:///{tmp_path / 'killed.db'}"
-    study = tuning.open_study(target, storage, small())
+    study = studies.open_study(target, storage, small())
     trial = study.ask()
     params = {"epochs": trial.suggest_int("epochs", 2, 10), "lr": trial.suggest_float("lr", 0.001, 0.1, log=True)}
     trial.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}")  # its process died mid-trial
@@ -168,7 +168,7 @@ def test_a_killed_study_runs_its_interrupted_trial_again(env, tmp_path):
     interrupted, retried = study.trials[0], study.trials[1]
     assert interrupted.user_attrs["interrupted"] and interrupted.state.name == "FAIL"
     assert retried.params == params and retried.user_attrs["retry_of"] == 0
-    assert len(tuning.counted(study)) == 3 and interrupted not in tuning.counted(study)
+    assert len(studies.counted(study)) == 3 and interrupted not in studies.counted(study)
 
 
 def dead_pid() -> int:
@@ -178,11 +178,11 @@ def dead_pid() -> int:
 
 
 def test_trials_run_through_a_process_pool(env):
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     target = dataclasses.replace(TINY, budget=9)
     study = tune(env, target, executor=ProcessPool(2), width=2, ruleset=small(2))
-    assert len(tuning.counted(study)) == 2
+    assert len(studies.counted(study)) == 2
     records = {r.run_id for r in ResultsStore(env / "results" / "tuning").records()}
     # each trial ended with a record or with its run's own error (tiny data: some lrs diverge), not a dead job
     assert all(t.user_attrs.get("record") in records or "diverged" in t.user_attrs["error"] for t in study.trials)
@@ -190,11 +190,11 @@ def test_trials_run_through_a_process_pool(env):
 
 def test_a_failed_trial_counts_and_says_why(env):
     """A setting whose run fails spends a trial (so a fragile space gets no extra tries) and keeps the reason."""
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     target = dataclasses.replace(TINY, protocol={**TINY.protocol, "lr": 1e9})  # every evaluation model diverges
     study = tune(env, target, ruleset=small(2))
-    assert len(tuning.counted(study)) == 2
+    assert len(studies.counted(study)) == 2
     assert all(t.state.name == "FAIL" and "lower the learning rate" in t.user_attrs["error"] for t in study.trials)
     assert not target.tuned_file.exists()
 
@@ -204,9 +204,9 @@ def test_a_bad_target_fails_before_any_trial(env, tmp_path):
     storage = f"sqlite:///{tmp_path / 'bad.db'}"
     with pytest.raises(VLBenchError, match="budget must be between 1 and the 120 training pairs"):
         tune(env, target, storage=storage)
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
-    assert tuning.open_study(target, storage).trials == []
+    assert studies.open_study(target, storage).trials == []
 
 
 def test_nothing_to_tune_is_one_line(env):
@@ -239,7 +239,7 @@ def test_a_missing_tuned_config_names_the_command(env):
 
 
 def test_the_leaderboard_shows_trial_counts(env):
-    from vlbench.leaderboard import trials
+    from vlbench.board.tables import trials
 
     tune(env)
     results = env / "results" / "board"
@@ -257,14 +257,14 @@ def test_the_leaderboard_shows_trial_counts(env):
 
 
 def test_the_report_tables_and_plots_every_study(env, script, tmp_path):
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     study = tune(env)  # the finished study of the test above, or run now
     report = script("tuning_report")
     values = [None, 3.0, None, 2.0, 5.0]  # None: a failed trial
     assert report.best_so_far([SimpleNamespace(value=v) for v in values]) == [None, 3.0, 3.0, 3.0, 5.0]
     assert report.main([str(env / "results" / "tuning" / "studies"), "--output", str(tmp_path / "studies")]) == 0
-    counted = tuning.counted(study)
+    counted = studies.counted(study)
     best = max(counted, key=lambda t: t.value)
     row = next(line for line in (tmp_path / "studies.md").read_text().splitlines() if line.startswith(f"| {study.study_name}"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]

@@ -6,9 +6,9 @@ and may change without notice. docs/plugins.md describes both.
 """
 from importlib import import_module
 
-from vlbench import loaded_code
+from vlbench.provenance import import_hashes
 
-loaded_code.install()  # first: every module imported from here on is hashed as it loads (records name that code)
+import_hashes.install()  # first: every module imported from here on is hashed as it loads (records name that code)
 
 from vlbench.hookspecs import hookimpl  # noqa: E402
 

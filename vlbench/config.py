@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from vlbench.core import RunSpec, VLBenchError, resolve_spec, with_eval_backbones
-from vlbench.tuned_configs import with_tuned
+from vlbench.tuning.tuned import with_tuned
 
 #: What a run's YAML may set: every RunSpec field, where its records go, and the backbones that evaluate it.
 CONFIG_KEYS = sorted({f.name for f in dataclasses.fields(RunSpec)} | {"results", "eval_backbones"})

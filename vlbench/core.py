@@ -195,7 +195,7 @@ class RunSpec:
     #: The set is condensed once, whatever evaluates it.
     eval_backbone: str | None = None
     eval_backbone_options: dict[str, Any] = field(default_factory=dict)
-    #: Where `condenser_options` came from when they are a tuned config (vlbench/tuning.py): the study,
+    #: Where `condenser_options` came from when they are a tuned config (vlbench/tuning/studies.py): the study,
     #: the ruleset and its trial count, which the record keeps and the leaderboard shows. None: not tuned.
     tuned: dict[str, Any] | None = None
 

@@ -22,7 +22,7 @@ from vlbench.metrics import summarize
 from vlbench.parallel import NUMERIC_THREADS, Pool, pool_workers
 from vlbench.progress import RunProgress
 from vlbench.provenance import cpu, loaded_code, package_versions, portable_path, source_commit, tensors_sha256, weight_hashes
-from vlbench.results import new_run_id
+from vlbench.board.records import new_run_id
 from vlbench.train import TrainData, evaluate
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from typing import Any
 
 import pluggy
 
-from vlbench import hookspecs, loaded_code
+from vlbench import hookspecs
+from vlbench.provenance import import_hashes
 from vlbench.core import VLBenchError
 from vlbench.spaces import check_space
 
@@ -197,7 +198,7 @@ class Registry:
 
     def _load_plugin(self, ep: EntryPoint, info: PluginInfo) -> list[Entry]:
         try:
-            loaded_code.watch(ep.module.partition(".")[0])  # records name the plugin's code as it was imported
+            import_hashes.watch(ep.module.partition(".")[0])  # records name the plugin's code as it was imported
             module = ep.load()
             self._loaded[self.pm.register(module, name=f"{info.distribution}:{ep.name}")] = info
         except (Exception, SystemExit) as e:  # a broken plugin must not take the CLI down
@@ -287,7 +288,7 @@ class Registry:
         module, _, attr = entry.target.partition(":")
         where = f"{entry.kind} {entry.name!r} ({entry.info.distribution} {entry.info.version}, {entry.target})"
         try:
-            loaded_code.watch(module.partition(".")[0])
+            import_hashes.watch(module.partition(".")[0])
             obj = importlib.import_module(module)
             for part in attr.split("."):
                 obj = getattr(obj, part)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 if TYPE_CHECKING:
     from vlbench.core import RunSpec
-    from vlbench.results import RunRecord
+    from vlbench.board.records import RunRecord
 
 STAGES = ("prepare", "condense", "evaluate")
 
@@ -82,7 +82,7 @@ def expected_stages(records: Iterable[RunRecord]) -> dict[str, float]:
 
 def history(results_dirs: Iterable[Path | str]) -> list[RunRecord]:
     """Every record of these results directories (each directory once), for `same_shape`."""
-    from vlbench.results import ResultsStore
+    from vlbench.board.records import ResultsStore
 
     return [r for d in dict.fromkeys(str(d) for d in results_dirs) for r in ResultsStore(Path(d)).records()]
 

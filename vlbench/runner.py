@@ -18,9 +18,9 @@ from vlbench.api import Backbone, Condenser, ImageTextDataset, Pairs, RunSpec, T
 from vlbench.condensing import PluginError
 from vlbench.config import spec_from_config
 from vlbench.data.transforms import train_augment
-from vlbench.pairs import load_pairs
+from vlbench.data.pairs import load_pairs
 from vlbench.plugins import Registry, registry
-from vlbench.results import ResultsStore, RunRecord, run_identity
+from vlbench.board.records import ResultsStore, RunRecord, run_identity
 from vlbench.stages import Stage, StageInput
 from vlbench.train import TrainData, train
 

@@ -4,7 +4,7 @@
 
 A space says which values a tuner may try for one option; nothing else about tuning (the number of
 trials, the sampler, the split) is the method's to choose. This module imports neither torch nor
-Optuna: `vlbench list --options NAME` prints spaces without either, and vlbench/tuning.py maps them
+Optuna: `vlbench list --options NAME` prints spaces without either, and vlbench/tuning/studies.py maps them
 onto an Optuna trial.
 """
 from __future__ import annotations

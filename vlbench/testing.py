@@ -105,7 +105,7 @@ def _backbone(backbone: Backbone | str | None) -> Backbone:
 def _slice(train_images: int, backbone: Backbone | str | None) -> _Slice:
     """A few scenes of the embedded data set (generator seed 0), made and encoded once per cache and process."""
     from vlbench.data.synthscenes import GENERATOR_VERSION, SynthScenes, generate
-    from vlbench.pairs import load_pairs
+    from vlbench.data.pairs import load_pairs
 
     backbone = _backbone(backbone)
     key = (str(cache_dir()), train_images, backbone.id)

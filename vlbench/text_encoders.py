@@ -1,6 +1,6 @@
 """Frozen text encoders of the paper's backbones: BERT's CLS token and an open_clip text tower.
 
-Their outputs are computed once per data set and cached (`vlbench.pairs.text_features`) under
+Their outputs are computed once per data set and cached (`vlbench.data.pairs.text_features`) under
 the encoder's `id`, so the id changes whenever the weights may have: local checkpoints count by
 their files' names, sizes and modification times.
 

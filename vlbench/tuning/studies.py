@@ -5,7 +5,7 @@ vlbench/spaces.py). `vlbench tune` spends the ruleset's trials on that space, ea
 on the val split at a condensing seed the board never uses, executed by the sweep machinery (in this
 process, a local pool, or SLURM). An Optuna study (seeded TPE, the declared defaults as its first
 trial) in SQLite under results/tuning/studies keeps every trial, so a killed study resumes where it
-stopped. The best trial's options go to a file under configs/tuned/ (vlbench/tuned_configs.py), which a
+stopped. The best trial's options go to a file under configs/tuned/ (vlbench/tuning/tuned.py), which a
 run or sweep uses with `tuned: true`. Nothing else about a method is tuned: the protocol is everyone's.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vlbench.core import RunSpec, TrainProtocol, VLBenchError, stable_hash
-from vlbench.results import ResultsStore
-from vlbench.sweep import Plan, Sweep, make_plan, run_plan
-from vlbench.tuned_configs import Target, canonical, declared_space, write_choice
+from vlbench.board.records import ResultsStore
+from vlbench.sweep.plan import Plan, Sweep, make_plan, run_plan
+from vlbench.tuning.tuned import Target, canonical, declared_space, write_choice
 
 if TYPE_CHECKING:
     import optuna
 
-    from vlbench.sweep_executors import Executor
+    from vlbench.sweep.executors import Executor
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`vlbench reproduce RECORD`: rerun a recorded run and say whether it reproduces (vlbench/reproduce.py).
+"""`vlbench reproduce RECORD`: rerun a recorded run and say whether it reproduces (vlbench/board/reproduce.py).
 
 cli.py wires it in with `add_reproduce_command(subparsers)`.
 """
@@ -21,7 +21,7 @@ def add_reproduce_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from vlbench.reproduce import find_record, reproduce
+    from vlbench.board.reproduce import find_record, reproduce
 
     record, path = find_record(args.record)
     where = f"commit {str(record['source'].get('commit'))[:7]}" if args.at_commit else "this checkout's code"

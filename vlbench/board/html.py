@@ -15,10 +15,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vlbench.board.markdown import COLUMNS, FOOTNOTES, HEADER, cells, cross_cells, cross_columns, marked
+from vlbench.board.tables import CrossTable, Table, cross_tables, tables
 from vlbench.core import VLBenchError
-from vlbench.leaderboard import (
-    COLUMNS, FOOTNOTES, HEADER, CrossTable, Table, cells, cross_cells, cross_columns, cross_tables, marked, tables,
-)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 100em; padding: 0 1em; color: #222; }

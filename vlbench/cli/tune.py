@@ -1,4 +1,4 @@
-"""`vlbench tune`: spend the tuning ruleset's trials on a condenser's declared search space (vlbench/tuning.py).
+"""`vlbench tune`: spend the tuning ruleset's trials on a condenser's declared search space (vlbench/tuning/studies.py).
 
 cli.py wires it in with `add_tune_command(subparsers)`.
 """
@@ -11,8 +11,8 @@ import yaml
 from vlbench.core import VLBenchError, cache_dir
 from vlbench.parallel import JOBS_HELP
 from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
-from vlbench.sweep_executors import EXECUTORS, make_executor
-from vlbench.tuned_configs import Target, declared_space
+from vlbench.sweep.executors import EXECUTORS, make_executor
+from vlbench.tuning.tuned import Target, declared_space
 
 
 def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
@@ -39,18 +39,18 @@ def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from vlbench import tuning
+    from vlbench.tuning import studies
 
     target = Target(args.condenser, args.budget, args.dataset, args.backbone)
     space, defaults = declared_space(target.condenser)
-    trials = args.trials or tuning.RULESET.trials
-    print(f"study {target.name}: {trials} trials on {tuning.RULESET.split}, seed {tuning.RULESET.seed}, "
-          f"{tuning.RULESET.evals} evaluation models each; search space:")
+    trials = args.trials or studies.RULESET.trials
+    print(f"study {target.name}: {trials} trials on {studies.RULESET.split}, seed {studies.RULESET.seed}, "
+          f"{studies.RULESET.evals} evaluation models each; search space:")
     for name, s in space.items():
         print(f"  {name}: {s} (default {defaults[name]!r})")
     if args.dry_run:  # creates no study
-        fresh = args.storage is None and not tuning.default_storage_file(target).exists()
-        done = 0 if fresh else len(tuning.counted(tuning.open_study(target, args.storage)))
+        fresh = args.storage is None and not studies.default_storage_file(target).exists()
+        done = 0 if fresh else len(studies.counted(studies.open_study(target, args.storage)))
         print(f"{done} of {trials} trials done; the choice goes to {target.tuned_file}")
         return 0
     check_recordable(args.results, current_source(), args.allow_dirty)  # before the first trial, not in each
@@ -63,9 +63,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     executor = make_executor(args.executor, workers=args.workers, submitit=submitit,
                              default_log_dir=cache_dir() / "sweeps" / f"tune-{target.name}" / "logs",
                              name=f"vlbench-tune-{target.name}")
-    study = tuning.tune(target, executor=executor, width=max(args.workers, 1), trials=trials, storage=args.storage,
+    study = studies.tune(target, executor=executor, width=max(args.workers, 1), trials=trials, storage=args.storage,
                         results=args.results, data_root=args.data_root, allow_dirty=args.allow_dirty,
                         echo=lambda line: print(line, flush=True))
-    best = tuning.best_trial(study)  # one line when every trial failed
+    best = studies.best_trial(study)  # one line when every trial failed
     print(f"best: trial {best.number + 1}, mean val recall {best.value:.2f}; written to {target.tuned_file}")
     return 0

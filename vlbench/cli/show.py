@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.core import RunSpec, VLBenchError, cache_dir, resolve_spec
-from vlbench.results import read_record
+from vlbench.board.records import read_record
 
 CELL = 144  # pixels per image (tiny images are upscaled with nearest neighbours)
 GAP = 12  # between cells, and around the grid
@@ -86,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output
 
     from vlbench.api import CondensedSet
-    from vlbench.pairs import text_features
+    from vlbench.data.pairs import text_features
     from vlbench.plugins import registry
 
     loaded = CondensedSet.load(directory)
