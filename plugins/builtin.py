@@ -28,7 +28,7 @@ BACKBONES = {
 STAGES = {
     "reference_model": "vlbench.stages:ReferenceModel",  # the harness's: any condenser may use it
     "forgetting_history": "vlbench_plugins.forgetting:ForgettingHistory",
-    "expert_buffer": "vlbench_plugins.tm_stages:ExpertBufferStage",
+    "expert_buffer": "vlbench.tm:ExpertBufferStage",
 }
 DATASETS = {
     "synthscenes": "vlbench.data.synthscenes:SynthScenes",

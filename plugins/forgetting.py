@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option, stable_hash
 from vlbench.artifacts import cached
-from vlbench.coreset import check_budget, check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
+from vlbench.coreset import check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.spaces import IntRange, LogUniform
 from vlbench.stages import Stage, StageInput
 from vlbench.storage import save_tensors
@@ -46,7 +46,7 @@ class Forgetting(Condenser):
     requires = frozenset({"forgetting_history"})
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
-        check_budget(ctx.budget, len(ctx.train))  # before training for nothing
+        ctx.check_budget()  # before training for nothing
         history = self.history(ctx)
         check_learned(history, min(ctx.protocol.batch_size, len(ctx.train)))
         counts = forgetting_counts(history)

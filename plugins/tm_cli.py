@@ -40,8 +40,7 @@ def _run_for(args: argparse.Namespace):
 
 def cmd_experts(args: argparse.Namespace) -> int:
     from vlbench.condensing import stage_context
-    from vlbench.tm import ExpertBuffer, noise_floor
-    from vlbench_plugins.tm_stages import ExpertBufferStage
+    from vlbench.tm import ExpertBuffer, ExpertBufferStage, noise_floor
 
     run = _run_for(args)
     ctx = stage_context(run)

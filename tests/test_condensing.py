@@ -53,3 +53,21 @@ def test_runs_sharing_a_set_condense_it_once_the_second_waits_and_reuses(tmp_pat
     assert HeldRandom.calls == 1
     assert (cached0, cached1) == (False, True) and path0 == path1
     assert set0.source_indices.tolist() == set1.source_indices.tolist()
+
+
+def test_the_context_checks_its_budget_against_its_training_pairs():
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from vlbench.api import CondenseContext, ImageTextDataset, Pairs, TrainProtocol, VLBenchError
+
+    pairs = Pairs(torch.zeros(3, 3, 4, 4), torch.arange(3), torch.zeros(3, 8), ["a", "b", "c"])
+    ctx = CondenseContext(dataset=ImageTextDataset("d", Path("."), {}, "fp"), train=pairs, backbone=None, budget=3,
+                          seed=0, device=torch.device("cpu"), protocol=TrainProtocol(), work_dir=Path("unused"))
+    ctx.check_budget()  # every pair
+    for budget in (0, 4):
+        ctx.budget = budget
+        with pytest.raises(VLBenchError, match=f"between 1 and the 3 training pairs, got {budget}"):
+            ctx.check_budget()

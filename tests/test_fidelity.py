@@ -13,6 +13,7 @@ from test_distill import SPEC, tiny_model, tiny_pairs
 
 from vlbench.api import CondenseContext, ImageTextDataset, Pairs, TrainProtocol, VLBenchError, stable_hash
 from vlbench.data.karpathy import official_caption
+from vlbench.plugins import registry
 from vlbench.data.transforms import _geometry, _warp, expert_augment, rand_augment
 from vlbench.tm import Bounds, DistillConfig, Distiller, ExpertBuffer, ExpertSpec, Student
 from vlbench.tm.inner import _independent
@@ -248,13 +249,15 @@ def test_experts_train_at_the_protocol_precision_and_fp32_buffers_keep_their_key
 
 
 def condense_context(name: str = "flickr30k", protocol: TrainProtocol | None = None, train: Pairs | None = None,
-                     work_dir: Path = Path("unused")) -> CondenseContext:
+                     work_dir: Path = Path("unused"), flip_safe: bool | None = None) -> CondenseContext:
+    """A context as the runner makes it for data set `name` (its source's flip_safe unless given)."""
     from vlbench_plugins.tinyvit_minilm import TinyViTMiniLM
 
     return CondenseContext(dataset=ImageTextDataset(name, Path("."), {}, "fp"), train=train, budget=6, seed=0,
                            backbone=TinyViTMiniLM(pretrained=None, depth=1, width=24, heads=2),
                            device=torch.device("cpu"), protocol=protocol or TrainProtocol(), work_dir=work_dir,
-                           progress=False)
+                           progress=False,
+                           flip_safe=registry().get("dataset", name).flip_safe if flip_safe is None else flip_safe)
 
 
 def test_official_expert_optimiser_has_no_weight_decay():
@@ -393,6 +396,9 @@ def test_official_synthetic_set_starts_from_augmented_samples(vlbench_cache, tmp
     assert torch.equal(condensed.images, real) != init_augment
     with pytest.raises(VLBenchError, match="captions name positions"):
         condenser.condense(condense_context("synthscenes", train=train, work_dir=tmp_path / "work2"))
+    # the context says so, not a registry lookup by name (a context may come from another registry)
+    with pytest.raises(VLBenchError, match="captions name positions"):
+        condenser.condense(condense_context("flickr30k", train=train, work_dir=tmp_path / "work3", flip_safe=False))
     with pytest.raises(VLBenchError, match="init_augment"):
         LoRATrajectoryMatching(init_augment=True)
 

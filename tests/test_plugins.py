@@ -421,3 +421,17 @@ def register_commands(subparsers):
     plugins._registry = None
     assert main(["--strict-plugins", "list"]) == 2
     assert "vlbench: error: plugin vlbench-clash (clash) failed: register_commands raised" in capsys.readouterr().err
+
+
+def test_one_plugin_error_for_loading_and_running_a_plugin():
+    """A plugin that cannot load and a condenser that breaks the contract in a run raise the same class, so one
+    `except PluginError` catches both."""
+    from pathlib import Path
+
+    import vlbench
+    from vlbench import condensing, runner
+
+    defined = sorted(str(p.relative_to(Path(vlbench.__file__).parent))
+                     for p in Path(vlbench.__file__).parent.rglob("*.py") if "class PluginError" in p.read_text())
+    assert defined == ["core.py"]
+    assert PluginError is condensing.PluginError is runner.PluginError and issubclass(PluginError, VLBenchError)

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from vlbench.core import (  # noqa: F401 (re-exported)
-    SIDES, SPLITS, Configured, RunSpec, TrainProtocol, VLBenchError, cache_dir, derived_seed, make_config, option,
-    option_defaults, stable_hash, without_added_later,
+    SIDES, SPLITS, Configured, PluginError, RunSpec, TrainProtocol, VLBenchError, cache_dir, check_budget, derived_seed,
+    make_config, option, option_defaults, stable_hash, without_added_later,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 from vlbench.versions import CodeVersion
@@ -245,6 +245,12 @@ class CondenseContext:
     progress: bool = True
     #: Trains (or loads from cache) a model on the full training set with the shared trainer.
     reference_model: Callable[[int], VLModel] | None = None
+    #: The data set's `DatasetSource.flip_safe`: whether crops and flips keep its captions true.
+    flip_safe: bool = True
+
+    def check_budget(self) -> None:
+        """Before any work: 1 <= budget <= the training pairs, else a VLBenchError naming both."""
+        check_budget(self.budget, len(self.train))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from vlbench import costs, validation
-from vlbench.api import CondensedSet, CondenseContext, Pairs, VLBenchError, VLModel, cache_dir
+from vlbench.api import CondensedSet, CondenseContext, Pairs, PluginError, VLBenchError, VLModel, cache_dir
 from vlbench.artifacts import cached
 from vlbench.parallel import one_thread
 from vlbench.stages import StageInput, reference_key
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from vlbench.runner import Run
 
 
-class PluginError(VLBenchError):
-    """A plugin failed or broke the contract; one line names it, `--traceback` shows the cause."""
-
-
 def context(run: Run, train_pairs: Pairs) -> CondenseContext:
     """What the condenser (and the stages it requires) gets."""
     spec = run.spec
@@ -35,6 +31,7 @@ def context(run: Run, train_pairs: Pairs) -> CondenseContext:
         dataset=run.dataset, train=train_pairs, backbone=run.backbone, budget=spec.budget, seed=spec.seed,
         device=run.device, protocol=spec.protocol, work_dir=cache_dir() / "work" / run.condense_key,
         progress=run.progress, reference_model=lambda seed: reference_model(run, train_pairs, seed),
+        flip_safe=run.source.flip_safe,
     )
 
 

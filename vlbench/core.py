@@ -25,6 +25,17 @@ class VLBenchError(Exception):
     """An error caused by user input; the CLI prints its message as one line."""
 
 
+class PluginError(VLBenchError):
+    """A plugin could not be loaded, registered something invalid, failed, or broke the contract; one line names
+    it, `--traceback` shows the cause."""
+
+
+def check_budget(budget: int, num_pairs: int, of: str = "training pairs") -> None:
+    """The one budget check: 1 <= budget <= num_pairs, else one line naming both."""
+    if not 0 < budget <= num_pairs:
+        raise VLBenchError(f"budget must be between 1 and the {num_pairs} {of}, got {budget}")
+
+
 def cache_dir() -> Path:
     """Root of everything vlbench derives (data, embeddings, weights, condensed sets)."""
     return Path(os.environ.get("VLBENCH_CACHE", Path.home() / ".cache" / "vlbench")).expanduser()

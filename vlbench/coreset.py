@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from vlbench.api import CondenseContext, Pairs, TrainProtocol, VLBenchError, VLModel
+from vlbench.api import CondenseContext, Pairs, TrainProtocol, VLBenchError, VLModel, check_budget
 from vlbench.train import TrainData, embed, train
 
 #: update(score, column, rows, j): the scores of `rows` after picking j (may update `score` in place),
@@ -20,16 +20,11 @@ Update = Callable[[Tensor, Tensor, "slice | Tensor", int], Tensor]
 _ALL = slice(None)
 
 
-def check_budget(budget: int, num_pairs: int) -> None:
-    if not 0 < budget <= num_pairs:
-        raise VLBenchError(f"budget must be between 1 and the {num_pairs} pairs to select from, got {budget}")
-
-
 def random_pairs(ctx: CondenseContext) -> Tensor:
     """The training pairs `random` returns for the context's budget and seed: int64 indices, drawn without
     replacement. A method that starts from them starts where `random` ends (iteration 0 is the random
     coreset), so its comparison with `random` is paired, seed by seed."""
-    check_budget(ctx.budget, len(ctx.train))
+    ctx.check_budget()
     return torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[: ctx.budget]
 
 
@@ -45,7 +40,7 @@ def pair_features(model: VLModel, pairs: Pairs, device: torch.device | str = "cp
 
 def reference_features(ctx: CondenseContext) -> Tensor:
     """`pair_features` of the context's full-data reference model for its seed, on its device."""
-    check_budget(ctx.budget, len(ctx.train))  # before training a reference model for nothing
+    ctx.check_budget()  # before training a reference model for nothing
     if ctx.reference_model is None:
         raise VLBenchError("this condenser needs ctx.reference_model (the vlbench runner provides it)")
     return pair_features(ctx.reference_model(ctx.seed), ctx.train, ctx.device).to(ctx.device)
@@ -103,7 +98,7 @@ def greedy_select(
     Guesses are kept up to the first wrong one, whose true pick the replay has just found; so the
     result is exactly the pick-by-pick greedy, and the guesses only decide how much work is done.
     """
-    check_budget(budget, len(features))
+    check_budget(budget, len(features), "pairs to select from")
     sketch = _sketch(features, sketch_rank)
     score = score.clone()
     picks = [] if first is None else [first]
@@ -210,7 +205,7 @@ def check_learned(correct: Tensor, batch_size: int) -> None:
 
 def most_forgotten(counts: Tensor, budget: int, seed: int) -> Tensor:
     """The `budget` pairs with the most forgetting events, ties in a seeded random order."""
-    check_budget(budget, len(counts))
+    check_budget(budget, len(counts), "pairs to select from")
     order = torch.randperm(len(counts), generator=torch.Generator().manual_seed(seed))
     ranked = order[counts[order].argsort(descending=True, stable=True)]
     return ranked[:budget]

@@ -35,7 +35,7 @@ import pluggy
 
 from vlbench import hookspecs
 from vlbench.provenance import import_hashes
-from vlbench.core import VLBenchError
+from vlbench.core import PluginError, VLBenchError
 from vlbench.spaces import check_space
 
 GROUP = "vlbench"
@@ -48,10 +48,6 @@ HOOKS = {"condenser": "register_condensers", "backbone": "register_backbones", "
 COMMANDS_HOOK = "register_commands"  # gets the CLI's subparsers, not a `register` callback
 ALLOW_ENV, BLOCK_ENV, STRICT_ENV = "VLBENCH_PLUGINS", "VLBENCH_DISABLE_PLUGINS", "VLBENCH_STRICT_PLUGINS"
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-class PluginError(VLBenchError):
-    """A plugin could not be loaded or registered something invalid."""
 
 
 @dataclass

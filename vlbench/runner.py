@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from vlbench import validation
 from vlbench.api import Backbone, Condenser, ImageTextDataset, Pairs, RunSpec, TrainProtocol, VLBenchError, VLModel, stable_hash
-from vlbench.condensing import PluginError
 from vlbench.config import spec_from_config
+from vlbench.core import PluginError, check_budget
 from vlbench.data.transforms import train_augment
 from vlbench.data.pairs import load_pairs
 from vlbench.plugins import Registry, registry
@@ -177,10 +177,8 @@ class Run:
     # ----------------------------------------------------------------- data and training
 
     def check_budget(self) -> None:
-        train_size = self.dataset.split("train").num_pairs
-        if not self.spec.budget <= train_size:
-            raise VLBenchError(f"budget must be between 1 and the {train_size} training pairs of {self.dataset.name}, "
-                               f"got {self.spec.budget}")
+        """Before any pixel is read (a sweep plans with it): the budget against the data set's training pairs."""
+        check_budget(self.spec.budget, self.dataset.split("train").num_pairs, f"training pairs of {self.dataset.name}")
 
     def load_pairs(self) -> tuple[Pairs, Pairs]:
         """Train pairs and the pairs of the evaluation split (as the evaluation backbone takes them); prepares

@@ -88,6 +88,7 @@ class _Slice:
     dataset: ImageTextDataset
     train: Pairs
     backbone: Backbone
+    flip_safe: bool  # the data set's (synthscenes: its captions name positions)
     references: dict[int, VLModel] = field(default_factory=dict)  # trained once per seed, handed out as copies
 
 
@@ -115,7 +116,7 @@ def _slice(train_images: int, backbone: Backbone | str | None) -> _Slice:
         if not (root / "VERSION").is_file():
             generate(root, 0, train=train_images, val=0, test=0, pretrain=0)
         dataset = SynthScenes().load(root)
-        _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone, progress=False), backbone)
+        _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone, progress=False), backbone, SynthScenes.flip_safe)
     return _slices[key]
 
 
@@ -143,7 +144,7 @@ def _context(data: _Slice, budget: int, seed: int, work_dir: Path,
     return CondenseContext(
         dataset=copy.deepcopy(data.dataset), train=_copy_pairs(data.train), backbone=data.backbone, budget=budget,
         seed=seed, device=torch.device("cpu"), protocol=PROTOCOL, work_dir=work_dir, progress=False,
-        reference_model=reference_model,
+        reference_model=reference_model, flip_safe=data.flip_safe,
     )
 
 

@@ -14,8 +14,9 @@ from vlbench.tm.experts import (
 )
 from vlbench.tm.inner import BatchLoss, Student, contrastive, matching_loss
 from vlbench.tm.memory import SavedTensorMemory
+from vlbench.tm.stage import ExpertBufferStage
 from vlbench.tm.tesla import unroll_tesla
 
-__all__ = ["BatchLoss", "Bounds", "DistillConfig", "Distiller", "ExpertBuffer", "ExpertSpec", "Learnable",
+__all__ = ["BatchLoss", "Bounds", "DistillConfig", "Distiller", "ExpertBuffer", "ExpertBufferStage", "ExpertSpec", "Learnable",
            "SavedTensorMemory", "Setup", "Student", "TMCondenser", "TMConfig", "Trajectory", "contrastive",
            "derived_seed", "matching_loss", "noise_floor", "pixel_bounds", "unroll_tesla"]

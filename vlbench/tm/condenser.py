@@ -26,7 +26,7 @@ from vlbench.api import (
     derived_seed,
     option,
 )
-from vlbench.coreset import check_budget, random_pairs
+from vlbench.coreset import random_pairs
 from vlbench.pixels import pixel_range
 from vlbench.tm.distiller import Bounds, DistillConfig, Distiller, Learnable
 from vlbench.tm.experts import ExpertBuffer, ExpertSpec, Trajectory
@@ -90,7 +90,7 @@ class TMCondenser(Condenser):
 
     Config = TMConfig
     extras = frozenset({"learned_lrs"})
-    requires = frozenset({"expert_buffer"})  # a sweep builds each buffer once, first (plugins/tm_stages.py)
+    requires = frozenset({"expert_buffer"})  # a sweep builds each buffer once, first (vlbench/tm/stage.py)
     #: The trainable parameters experts record and students match: "all" (every weight) or "lora"
     #: (LoRA adapters + heads, on a backbone with adapters).
     matches: ClassVar[str] = "all"
@@ -121,9 +121,7 @@ class TMCondenser(Condenser):
 
     def check_flip_safe(self, ctx: CondenseContext) -> None:
         """Crops and flips contradict captions that name positions (synthscenes): refuse them there."""
-        from vlbench.plugins import registry
-
-        if self.config.expert_augment != "none" and not registry().get("dataset", ctx.dataset.name).flip_safe:
+        if self.config.expert_augment != "none" and not ctx.flip_safe:
             raise VLBenchError(f"expert_augment {self.config.expert_augment!r} crops and flips, but {ctx.dataset.name!r} "
                                "captions name positions: use expert_augment none")
 
@@ -141,7 +139,7 @@ class TMCondenser(Condenser):
     # ----------------------------------------------------------------- the distillation
 
     def setup(self, ctx: CondenseContext) -> Setup:
-        check_budget(ctx.budget, len(ctx.train))
+        ctx.check_budget()
         backbone, trajectories = self.experts(ctx)
         picked = random_pairs(ctx)  # iteration 0 is the random coreset
         images, text = ctx.train.select(picked)

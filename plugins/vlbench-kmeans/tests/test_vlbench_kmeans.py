@@ -33,5 +33,5 @@ def test_nearest_distinct_never_repeats_a_pair():
 
 def test_asks_for_a_budget_within_the_training_pairs(tmp_path):
     ctx = make_context(tmp_path, budget=0)
-    with pytest.raises(VLBenchError, match="budget 0 must be between 1 and the 200 training pairs"):
+    with pytest.raises(VLBenchError, match="budget must be between 1 and the 200 training pairs, got 0"):
         KMeansPrototypes().condense(ctx)

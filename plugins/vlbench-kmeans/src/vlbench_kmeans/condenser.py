@@ -26,8 +26,7 @@ class KMeansPrototypes(Condenser):
     requires = frozenset({"reference_model"})  # a sweep trains it once for all the runs that share it
 
     def condense(self, ctx: CondenseContext) -> CondensedSet:
-        if not 0 < ctx.budget <= len(ctx.train):
-            raise VLBenchError(f"kmeans: budget {ctx.budget} must be between 1 and the {len(ctx.train)} training pairs")
+        ctx.check_budget()  # one line naming the budget and the training pairs
         if ctx.reference_model is None:
             raise VLBenchError("kmeans embeds pairs with the context's reference model, and this context has none")
         # Outside no_grad: on its first call the reference model is trained.

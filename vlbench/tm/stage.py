@@ -1,4 +1,5 @@
-"""The expert buffer as a declared shared stage, `expert_buffer` (named in tm's and tm-lora's `requires`).
+"""The expert buffer as a declared shared stage, `expert_buffer` (named in `TMCondenser.requires`; the tm
+plugin registers it, plugins/builtin.py).
 
 A sweep builds each distinct buffer once, in its prepare phase, so that a job array of tm-lora
 budgets trains the experts in one job instead of every job holding a device while it waits on the
@@ -10,7 +11,7 @@ from __future__ import annotations
 from vlbench.api import Backbone, CondenseContext
 from vlbench.core import stable_hash
 from vlbench.stages import Stage, StageInput
-from vlbench.tm import ExpertBuffer
+from vlbench.tm.experts import ExpertBuffer
 
 
 class ExpertBufferStage(Stage):
