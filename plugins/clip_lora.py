@@ -54,7 +54,7 @@ class CLIPLoRA(Backbone):
             return
         import open_clip
 
-        name, pretrained = self.options["model"], self.options["pretrained"]
+        name, pretrained = self.config.model, self.config.pretrained
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # random weights (pretrained: null) are the same in every process
@@ -83,7 +83,7 @@ class CLIPLoRA(Backbone):
         self.prepare()
         height, width = self._clip.visual.preprocess_cfg["size"]
         if height != width:
-            raise VLBenchError(f"open_clip model {self.options['model']!r} takes {height}x{width} images; vlbench needs square ones")
+            raise VLBenchError(f"open_clip model {self.config.model!r} takes {height}x{width} images; vlbench needs square ones")
         return height
 
     @property
@@ -93,10 +93,10 @@ class CLIPLoRA(Backbone):
         return tuple(cfg["mean"]), tuple(cfg["std"])
 
     def lora_config(self) -> peft.LoraConfig | None:
-        o = self.options
-        if o["lora_rank"] <= 0:
+        o = self.config
+        if o.lora_rank <= 0:
             return None
-        return peft.LoraConfig(r=o["lora_rank"], lora_alpha=o["lora_alpha"], target_modules=o["lora_targets"],
+        return peft.LoraConfig(r=o.lora_rank, lora_alpha=o.lora_alpha, target_modules=o.lora_targets,
                                lora_dropout=0.0)
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
@@ -110,7 +110,7 @@ class CLIPLoRA(Backbone):
                     visual = peft.inject_adapter_in_model(config, visual)  # freezes every non-adapter weight
                 except ValueError as e:
                     raise VLBenchError(f"lora_targets {config.target_modules} do not fit the image tower of "
-                                       f"{self.options['model']!r}: {str(e).splitlines()[0]}") from None
+                                       f"{self.config.model!r}: {str(e).splitlines()[0]}") from None
             dim = self.embed_dim
-            model = DualEncoder(visual, dim, dim, dim, self.options["dropout"], image_head=False)
+            model = DualEncoder(visual, dim, dim, dim, self.config.dropout, image_head=False)
         return model.to(device)

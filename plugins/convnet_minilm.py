@@ -93,13 +93,13 @@ class ConvNetMiniLM(EmbeddedBackbone):
     @property
     def side(self) -> int:
         """The final feature map's side (each block's pool halves it, rounding down as MTT's does)."""
-        return self.options["image_size"] >> self.options["depth"]
+        return self.config.image_size >> self.config.depth
 
     def encoder(self) -> ConvNet:
-        return ConvNet(self.options["width"], self.options["depth"])
+        return ConvNet(self.config.width, self.config.depth)
 
     def features(self, encoder: nn.Module) -> tuple[nn.Module, int]:
-        return Flattened(encoder), self.options["width"] * self.side**2
+        return Flattened(encoder), self.config.width * self.side**2
 
     def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(encoder(pixels), 3).flatten(2).transpose(1, 2)

@@ -52,19 +52,19 @@ class NFNetBERT(Backbone):
 
     @functools.cached_property
     def text_encoder(self) -> TextEncoder:
-        return BertCLSEncoder(self.options["text_model"])
+        return BertCLSEncoder(self.config.text_model)
 
     @property
     def image_size(self) -> int:
-        return self.options["image_size"]
+        return self.config.image_size
 
     @property
     def normalization(self):
         import timm
 
-        if self.options["normalization"] == "clip":
+        if self.config.normalization == "clip":
             return CLIP_MEAN, CLIP_STD
-        cfg = timm.get_pretrained_cfg(self.options["image_model"])
+        cfg = timm.get_pretrained_cfg(self.config.image_model)
         return (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_MEAN, IMAGENET_STD)
 
     def prepare(self, progress: bool = True) -> None:
@@ -72,7 +72,7 @@ class NFNetBERT(Backbone):
             return
         import timm
 
-        name, pretrained = self.options["image_model"], self.options["pretrained"]
+        name, pretrained = self.config.image_model, self.config.pretrained
         kwargs: dict[str, Any] = {"pretrained": pretrained is not None, "num_classes": 0}  # pooled features
         if pretrained not in (None, "imagenet"):
             path = Path(pretrained).expanduser()
@@ -96,5 +96,5 @@ class NFNetBERT(Backbone):
             torch.manual_seed(seed)
             encoder = copy.deepcopy(self._template)
             dim = encoder.num_features
-            model = DualEncoder(encoder, dim, self.text_encoder.dim, dim, self.options["dropout"], image_head=False)
+            model = DualEncoder(encoder, dim, self.text_encoder.dim, dim, self.config.dropout, image_head=False)
         return model.to(device)

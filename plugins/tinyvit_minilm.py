@@ -118,7 +118,7 @@ class EmbeddedBackbone(Backbone):
 
     @abstractmethod
     def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-        """Features per grid cell, (B, 9, options["width"]): what pretraining classifies."""
+        """Features per grid cell, (B, 9, config.width): what pretraining classifies."""
 
     @functools.cached_property
     def text_encoder(self) -> TextEncoder:
@@ -126,19 +126,19 @@ class EmbeddedBackbone(Backbone):
 
     @property
     def image_size(self) -> int:
-        return self.options["image_size"]
+        return self.config.image_size
 
     @property
     def normalization(self):
         return self.normalization_stats
 
     def checkpoint_path(self) -> Path | None:
-        pretrained = self.options["pretrained"]
+        pretrained = self.config.pretrained
         if pretrained is None:
             return None
         if pretrained not in PRETRAIN_POOLS:
             return Path(pretrained).expanduser()
-        arch = {k: self.options[k] for k in (*self.arch_options, "pretrain_epochs")}
+        arch = {k: getattr(self.config, k) for k in (*self.arch_options, "pretrain_epochs")}
         if pretrained == "emoji":  # what it learns from: the emoji build and the caption embeddings
             from vlbench_plugins.emoji import BUILDER_VERSION
 
@@ -156,14 +156,14 @@ class EmbeddedBackbone(Backbone):
         path = self.checkpoint_path()
         if path is None or path.exists():  # none, shipped, given or already pretrained
             return
-        if self.options["pretrained"] not in PRETRAIN_POOLS:
+        if self.config.pretrained not in PRETRAIN_POOLS:
             raise VLBenchError(f"pretrained checkpoint {path} not found; pass an existing file or `pretrained: "
                                f"{' or '.join(PRETRAIN_POOLS)}`")
 
         def save(result: tuple[dict[str, torch.Tensor], dict[str, float]], tmp: Path) -> None:
             state, accuracy = result
             save_tensors(state, tmp)
-            atomic_write_json(path.with_suffix(".json"), {"epochs": self.options["pretrain_epochs"],
+            atomic_write_json(path.with_suffix(".json"), {"epochs": self.config.pretrain_epochs,
                                                           "train_accuracy_last_1000": accuracy})
 
         cached("pretrained", path.name, functools.partial(self._pretrain, path.stem, progress), lambda _: None, save)
@@ -175,17 +175,17 @@ class EmbeddedBackbone(Backbone):
             encoder = self.encoder()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
-        common = dict(epochs=self.options["pretrain_epochs"], mean=self.normalization[0], std=self.normalization[1],
+        common = dict(epochs=self.config.pretrain_epochs, mean=self.normalization[0], std=self.normalization[1],
                       image_size=self.image_size, progress=progress)
         try:
-            if self.options["pretrained"] == "emoji":
+            if self.config.pretrained == "emoji":
                 from vlbench_plugins.emoji_pretrain import pretrain_on_captions  # builds the emoji set: only when needed
 
                 accuracy = pretrain_on_captions(*self.features(encoder), label, text_encoder=self.text_encoder, **common)
             else:
                 from vlbench_plugins.tinyvit_pretrain import pretrain  # imports the data generator: only when needed
 
-                accuracy = pretrain(encoder, label, width=self.options["width"],
+                accuracy = pretrain(encoder, label, width=self.config.width,
                                     cells=functools.partial(self.cells, encoder), **common)
         finally:
             torch.set_num_threads(threads)
@@ -203,14 +203,14 @@ class EmbeddedBackbone(Backbone):
             encoder = self.encoder()
             if path is not None:
                 encoder.load_state_dict(load_file(str(path)))
-            if self.options["lora_rank"] > 0:
+            if self.config.lora_rank > 0:
                 config = peft.LoraConfig(
-                    r=self.options["lora_rank"], lora_alpha=self.options["lora_alpha"],
-                    target_modules=self.options["lora_targets"], lora_dropout=0.0,
+                    r=self.config.lora_rank, lora_alpha=self.config.lora_alpha,
+                    target_modules=self.config.lora_targets, lora_dropout=0.0,
                 )
                 encoder = peft.inject_adapter_in_model(config, encoder)  # freezes every non-adapter weight
             features, dim = self.features(encoder)
-            model = DualEncoder(features, dim, self.text_encoder.dim, self.options["joint_dim"], self.options["dropout"])
+            model = DualEncoder(features, dim, self.text_encoder.dim, self.config.joint_dim, self.config.dropout)
         return model.to(device)
 
 
@@ -223,14 +223,14 @@ class TinyViTMiniLM(EmbeddedBackbone):
     def encoder(self) -> VisionTransformer:
         from timm.models.vision_transformer import VisionTransformer  # here: timm imports torchvision, seconds
 
-        o = self.options
+        o = self.config
         return VisionTransformer(
-            img_size=o["image_size"], patch_size=o["patch_size"], embed_dim=o["width"], depth=o["depth"],
-            num_heads=o["heads"], num_classes=0, global_pool="avg",
+            img_size=o.image_size, patch_size=o.patch_size, embed_dim=o.width, depth=o.depth,
+            num_heads=o.heads, num_classes=0, global_pool="avg",
         )
 
     def features(self, encoder: nn.Module) -> tuple[nn.Module, int]:
-        return CellPooled(encoder, grid=3), 9 * self.options["width"]
+        return CellPooled(encoder, grid=3), 9 * self.config.width
 
     def cells(self, encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return cell_features(encoder, pixels)

@@ -1,5 +1,6 @@
 """The paper's backbones on small configs with random weights: nfnet-bert and clip (LoRA)."""
 import copy
+from dataclasses import asdict
 
 import open_clip
 import peft
@@ -286,7 +287,7 @@ def test_convnetw32_is_the_width_32_convnet_under_a_name_of_its_own():
 
     w32 = registry().get("backbone", "convnetw32-minilm")()
     assert w32.id == "convnetw32-minilm" and ConvNetMiniLM().id == "convnet-minilm"
-    assert w32.options == ConvNetMiniLM(width=32).options and ConvNetMiniLM().options["width"] == 128
+    assert asdict(w32.config) == asdict(ConvNetMiniLM(width=32).config) and ConvNetMiniLM().config.width == 128
     assert w32.checkpoint_path() == ConvNetMiniLM(width=32).checkpoint_path()  # one architecture, one checkpoint
     model = type(w32)(pretrained=None, lora_rank=0).build(0)
     convs = [block.conv for block in model.image_encoder.convnet.blocks]

@@ -65,13 +65,13 @@ def test_data_sets_declare_a_config_checked_in_one_line():
     from vlbench.plugins import registry
 
     flickr = registry().get("dataset", "flickr30k")
-    assert flickr.defaults == {"caption_cleaning": "vlbench"} and flickr().options == flickr.defaults
-    assert flickr(caption_cleaning="official").options == {"caption_cleaning": "official"}
+    assert flickr.defaults == {"caption_cleaning": "vlbench"} and flickr().config.caption_cleaning == "vlbench"
+    assert flickr(caption_cleaning="official").config.caption_cleaning == "official"
     with pytest.raises(VLBenchError, match=r"data set 'flickr30k' has no option\(s\) cleaning \(options: caption_cleaning\)"):
         flickr(cleaning="official")
     with pytest.raises(VLBenchError, match="data set 'flickr30k' option 'caption_cleaning' must be str, got 1"):
         flickr(caption_cleaning=1)
-    assert registry().get("dataset", "synthscenes")().options == {}
+    assert dataclasses.asdict(registry().get("dataset", "synthscenes")().config) == {}
 
 
 def test_tm_segments_beyond_the_experts_fail_at_resolution():
@@ -100,3 +100,22 @@ def test_list_options_prints_defaults_and_help(capsys):
     assert capsys.readouterr().out.splitlines()[1].split(None, 2)[:2] == ["caption_cleaning", "vlbench"]
     assert main(["list", "--options", "tinyvit"]) == 2
     assert "no plugin is called 'tinyvit' (did you mean 'tinyvit-minilm'?)" in capsys.readouterr().err
+
+
+def test_every_configured_plugin_kind_reads_its_options_one_way():
+    """Condensers, backbones and data sets alike: `self.config` is an instance of their `Config`, values as
+    attributes; a backbone's non-default options (its id) are a separate dict. `option` is public API."""
+    import vlbench
+    from vlbench.plugins import registry
+
+    reg = registry()
+    for kind in ("condenser", "backbone", "dataset"):
+        for name in reg.names(kind):
+            cls = reg.get(kind, name)
+            plugin = cls()
+            assert isinstance(plugin.config, cls.Config), (kind, name)
+            assert dataclasses.asdict(plugin.config) == option_defaults(cls.Config), (kind, name)
+            assert not hasattr(plugin, "options"), (kind, name)
+    backbone = reg.get("backbone", "tinyvit-minilm")(lora_rank=2, dropout=0.0)  # dropout 0.0: its default
+    assert backbone.config.lora_rank == 2 and backbone.non_default_options == {"lora_rank": 2}
+    assert "option" in vlbench.__all__ and vlbench.option is option

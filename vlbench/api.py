@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vlbench.core import (  # noqa: F401 (re-exported)
     SIDES, SPLITS, Configured, PluginError, RunSpec, TrainProtocol, VLBenchError, cache_dir, check_budget, derived_seed,
-    make_config, option, option_defaults, stable_hash, without_added_later,
+    option, option_defaults, stable_hash, without_added_later,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
 from vlbench.versions import CodeVersion
@@ -80,9 +80,6 @@ class DatasetSource(Configured, ABC):
     name: ClassVar[str]
     #: Whether positions are meaningful (left/right in captions): then no horizontal flips.
     flip_safe: ClassVar[bool] = True
-
-    def __init__(self, **options: Any):
-        self.options = self.checked_options(options)
 
     @abstractmethod
     def load(self, data_root: Path | None) -> ImageTextDataset:
@@ -161,14 +158,14 @@ class Backbone(Configured, ABC):
     name: ClassVar[str]
 
     def __init__(self, **options: Any):
-        self.options = self.checked_options(options)
+        super().__init__(**options)
         # Only what differs from the defaults: spelling out a default gives the default's id and caches.
-        self.config = {k: v for k, v in self.options.items() if v != self.defaults[k]}
+        self.non_default_options = {k: v for k, v in dataclasses.asdict(self.config).items() if v != self.defaults[k]}
 
     @property
     def id(self) -> str:
-        """Name plus non-default config: what makes two backbones the same for caching and leaderboards."""
-        return f"{self.name}-{stable_hash(self.config, 8)}" if self.config else self.name
+        """Name plus non-default options: what makes two backbones the same for caching and leaderboards."""
+        return f"{self.name}-{stable_hash(self.non_default_options, 8)}" if self.non_default_options else self.name
 
     @property
     @abstractmethod
@@ -199,7 +196,7 @@ class Backbone(Configured, ABC):
 
     def full_finetuning(self) -> "Backbone":
         """This backbone with every image-encoder weight trainable instead of LoRA adapters (for `tm`)."""
-        return self if self.lora_option is None else type(self)(**{**self.config, self.lora_option: 0})
+        return self if self.lora_option is None else type(self)(**{**self.non_default_options, self.lora_option: 0})
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -419,15 +416,15 @@ class CondensedSet:
         return cls(images=images.clone(), text_features=text.clone(), source_indices=idx, meta=dict(meta))
 
 
-class Condenser(ABC):
+class Condenser(Configured, ABC):
     """A method that turns training pairs into `budget` pairs.
 
     Subclasses set `name`, may declare a `Config` dataclass (its fields are the options a user
-    sets in YAML), and declare which extras beyond the pairs they store.
+    sets in YAML; `Configured`), and declare which extras beyond the pairs they store.
     """
 
+    kind = "condenser"
     name: ClassVar[str]
-    Config: ClassVar[type] = dataclasses.make_dataclass("Config", [])
     #: Extras this condenser may put in a CondensedSet, counted against its budget on the board.
     extras: ClassVar[frozenset[str]] = frozenset()  # subset of {"learned_lrs", "soft_targets"}
     #: The full-data reference: nothing is condensed, evaluation trains on all training pairs.
@@ -438,9 +435,6 @@ class Condenser(ABC):
     #: The version of the code that condenses (vlbench/versions.py), part of the condensed sets' key;
     #: None: the plugin distribution's version alone names it (a third party's releases).
     code_version: ClassVar[CodeVersion | None] = None
-
-    def __init__(self, **options: Any):
-        self.config = make_config("condenser", self.name, self.Config, options)
 
     #: Options added after runs were recorded, with the value those runs had: at that value an option
     #: stays out of the condensed sets' keys and the records' config hashes, so those runs keep theirs.

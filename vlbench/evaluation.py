@@ -183,7 +183,7 @@ class Evaluation:
         }
 
     def _backbone_block(self, name: str, backbone: Backbone) -> dict[str, Any]:
-        return {**self.run.plugins.provenance("backbone", name), "id": backbone.id, "config": backbone.config,
+        return {**self.run.plugins.provenance("backbone", name), "id": backbone.id, "config": backbone.non_default_options,
                 "weights_sha256": weight_hashes(backbone.weight_files())}
 
 

@@ -72,9 +72,9 @@ class Run:
         return Run, (self.spec, None, False)
 
     def _resolved(self, spec: RunSpec) -> RunSpec:
-        effective = {"backbone_options": self.backbone.config}
+        effective = {"backbone_options": self.backbone.non_default_options}
         if spec.eval_backbone not in (None, spec.backbone):  # the own name with options means "these options"
-            effective["eval_backbone_options"] = self.eval_backbone.config
+            effective["eval_backbone_options"] = self.eval_backbone.non_default_options
         if self.reference:  # `full` trains on every training pair: that is its budget
             effective["budget"] = self.dataset.split("train").num_pairs
         return dataclasses.replace(spec, **effective)

@@ -64,7 +64,7 @@ class KarpathySource(DatasetSource):
 
     def load(self, data_root: Path | None) -> ImageTextDataset:
         root = self._root(data_root)
-        dataset = self.annotations(root).build(self.name, root, cleaning=self.options["caption_cleaning"])
+        dataset = self.annotations(root).build(self.name, root, cleaning=self.config.caption_cleaning)
         for problem in size_mismatches(dataset, self.expected_images):
             print(f"vlbench: warning: {problem}: results are not comparable to published ones "
                   f"(`vlbench data check {self.name}` lists what is wrong)", file=sys.stderr)
