@@ -34,3 +34,13 @@ def test_a_dry_run_plans_every_kind_of_run_without_the_model_libraries(tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "6 runs: 0 done, 6 to run" in dry.stdout
     assert "prepare  stage  expert_buffer" in dry.stdout and "prepare  stage  forgetting_history" in dry.stdout
+
+
+def test_configs_and_sweep_files_are_read_without_torch():
+    """vlbench/config.py: every run of a sweep file resolved, and a plugin command's --config, with no torch."""
+    code = ("import sys; from vlbench.config import expand, read_sweep, spec_from_config; "
+            "print(len(expand(read_sweep('configs/board.yaml')['grid']))); "
+            "spec_from_config('configs/flickr30k-tm-lora.yaml', {}, {}); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["93", "False"]

@@ -1,7 +1,11 @@
 """The torch-free core: errors, hashing, the cache root, the training protocol and the run spec.
 
-Everything here imports only the standard library, so that `vlbench --help`, `vlbench leaderboard`
-and `vlbench sweep --dry-run` answer without loading torch. `vlbench.api` re-exports all of it.
+Everything here imports only the standard library, so that `vlbench --help`, `list`, `plugins` and
+`leaderboard` answer without loading torch (tests/test_plugins.py), and so does reading a config or a sweep
+file (vlbench/config.py). `vlbench sweep --dry-run` does load torch: planning resolves each run against
+its condenser, backbone and shared-stage classes to compute its run, condense and stage keys, and those
+classes live in torch modules; it loads none of the model libraries (peft, timm, transformers, open_clip:
+tests/test_light_imports.py). `vlbench.api` re-exports all of it.
 """
 from __future__ import annotations
 
@@ -123,8 +127,9 @@ def _type_name(hint: Any) -> str:
 
 
 class Configured:
-    """A plugin class whose options are a `Config` dataclass (backbones, data sets): `defaults` is read from
-    it, and `checked_options` turns what a user gave into every option's value, or one line."""
+    """A plugin class whose options are a `Config` dataclass (condensers, backbones, data sets): `self.config`
+    holds every option's value (`self.config.lr`), checked when the plugin is made (`make_config`: one line for
+    an unknown option or a wrong type); `defaults` is read from `Config`."""
 
     kind: typing.ClassVar[str]
     name: typing.ClassVar[str]
@@ -138,8 +143,8 @@ class Configured:
         super().__init_subclass__(**kwargs)
         cls.defaults = option_defaults(cls.Config)
 
-    def checked_options(self, given: dict[str, Any]) -> dict[str, Any]:
-        return dataclasses.asdict(make_config(self.kind, self.name, self.Config, given))
+    def __init__(self, **options: Any):
+        self.config = make_config(self.kind, self.name, self.Config, options)
 
 
 @dataclass(frozen=True)
