@@ -57,7 +57,7 @@ def previous_path(encoder, captions, threads: int) -> torch.Tensor:
 
 def fast_path(encoder, captions, workers: int, batch_size: int) -> torch.Tensor:
     os.environ["VLBENCH_ENCODE_WORKERS"] = str(workers)
-    return encoder.encode(captions, batch_size=batch_size, progress=False)
+    return encoder.encode(captions, batch_size=batch_size)
 
 
 def measure(benchmark, run, *args):

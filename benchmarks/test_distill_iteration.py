@@ -60,7 +60,7 @@ def make_distiller(mode: str, syn_steps: int, tmp_path, pretrained: str | None =
     images, text = torch.randn(pairs, 3, 36, 36, generator=g).clamp(-1, 1), torch.randn(pairs, DIM, generator=g)
     config = DistillConfig(iterations=1, syn_steps=syn_steps, max_start_epoch=0, batch_syn=N)
     distiller = Distiller(Student(model, fold_lora_scale), [[start, target]], images, text, config, 0,
-                          tmp_path / f"state-{fold_lora_scale}.pt", *inner_sgd, progress=False)
+                          tmp_path / f"state-{fold_lora_scale}.pt", *inner_sgd)
     return distiller, Bounds(torch.tensor(-1.0), torch.tensor(1.0), text.norm(dim=1, keepdim=True))
 
 

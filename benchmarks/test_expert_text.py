@@ -35,7 +35,7 @@ def pairs(backbone) -> Pairs:
     captions = registry().get("dataset", "synthscenes")().load(None).split("train").pair_captions[: STEPS * 128]
     size = backbone.image_size
     images = torch.randn(len(captions), 3, size, size, generator=torch.Generator().manual_seed(0))
-    return Pairs(images, torch.arange(len(captions)), backbone.text_encoder.encode(captions, progress=False), captions)
+    return Pairs(images, torch.arange(len(captions)), backbone.text_encoder.encode(captions), captions)
 
 
 def test_live_expert_text(benchmark, backbone, pairs):

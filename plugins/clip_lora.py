@@ -49,7 +49,7 @@ class CLIPLoRA(Backbone):
         self._clip: torch.nn.Module | None = None  # both towers; every build starts from its image tower
         self._text_encoder: TextEncoder | None = None
 
-    def prepare(self, progress: bool = True) -> None:
+    def prepare(self) -> None:
         if self._clip is not None:
             return
         import open_clip

@@ -24,12 +24,12 @@ TEMPERATURE = 0.07
 
 
 def pretrain_on_captions(features: nn.Module, dim: int, label: str, epochs: int, mean, std, *, image_size: int,
-                         text_encoder: TextEncoder, progress: bool = True, seed: int = 0) -> dict[str, float]:
+                         text_encoder: TextEncoder, seed: int = 0) -> dict[str, float]:
     """Train `features` (pixels -> (B, dim); the encoder inside it, in place) against the pool's captions;
     returns image->caption top-1 within the last batch of the pool (a sanity check, not a selection)."""
     paths, captions = pretrain_pool()
-    pixels = load_images(paths, image_size, mean, std, progress=progress)
-    text = F.normalize(text_encoder.encode([c for caps in captions for c in caps], progress=progress), dim=-1)
+    pixels = load_images(paths, image_size, mean, std)
+    text = F.normalize(text_encoder.encode([c for caps in captions for c in caps]), dim=-1)
     first = torch.tensor([0, *[len(caps) for caps in captions]]).cumsum(0)[:-1]  # each image's first caption
     counts = torch.tensor([len(caps) for caps in captions])
     torch.manual_seed(seed)
@@ -42,7 +42,7 @@ def pretrain_on_captions(features: nn.Module, dim: int, label: str, epochs: int,
 
     features.train()
     fit([*features.parameters(), *head.parameters()], batch_loss, len(pixels), epochs * STEPS_PER_EPOCH, generator,
-        f"pretraining {label} on emoji", progress)
+        f"pretraining {label} on emoji")
     features.eval()
     with torch.no_grad():
         last = torch.arange(max(0, len(pixels) - BATCH), len(pixels))

@@ -8,7 +8,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option, stable_hash
 from vlbench.artifacts import cached
@@ -65,9 +64,9 @@ class Forgetting(Condenser):
             model = ctx.backbone.build(ctx.seed, ctx.device)
             protocol = self.training_protocol(ctx.protocol)
             steps = training_steps(len(ctx.train), protocol, self.config.epochs)
-            with tqdm(total=steps, desc="forgetting: full-data training", disable=not ctx.progress, unit="step") as bar:
+            with ctx.progress(steps, "forgetting: full-data training", "step") as bar:
                 return correctness_history(model, ctx.train, protocol, self.config.epochs, ctx.seed, ctx.device,
-                                           progress=bar.update)
+                                           on_step=bar.update)
 
         return cached("forgetting", f"{ctx.dataset.name}-{ForgettingHistory().key(self, ctx)}.safetensors", train,
                       lambda path: load_file(str(path))["correct"].bool(),

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from vlbench import (
     Choice, CondensedSet, CondenseContext, Condenser, LogUniform, VLBenchError, VLModel, derived_seed, option,
@@ -80,17 +79,19 @@ class MultimodalDistributionMatching(Condenser):
         optimizer = torch.optim.SGD([{"params": [pixels], "lr": c.lr_img}, {"params": [text], "lr": c.lr_txt}],
                                     momentum=c.momentum)
         losses = []
-        for iteration in tqdm(range(c.iterations), desc="distribution matching", unit="it", disable=not ctx.progress):
-            model = ctx.backbone.build(derived_seed("mmdm-model", ctx.seed, iteration), ctx.device)
-            model.requires_grad_(False).eval()  # only the synthetic data learns; eval: dropout would draw globally
-            loss = matching_loss(model, self.real_batch(ctx, iteration), (pixels, text), c.align_weight)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():  # stay images, and keep each caption embedding's norm
-                pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
-                text.mul_(text_norm / text.norm(dim=1, keepdim=True).clamp_min(1e-12))
-            losses.append(loss.item())
+        with ctx.progress(c.iterations, "distribution matching") as bar:  # the run's line shows it
+            for iteration in range(c.iterations):
+                model = ctx.backbone.build(derived_seed("mmdm-model", ctx.seed, iteration), ctx.device)
+                model.requires_grad_(False).eval()  # only the synthetic data learns; eval: dropout would draw globally
+                loss = matching_loss(model, self.real_batch(ctx, iteration), (pixels, text), c.align_weight)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():  # stay images, and keep each caption embedding's norm
+                    pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
+                    text.mul_(text_norm / text.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                losses.append(loss.item())
+                bar.update(note=f"loss {losses[-1]:.4f}")
         window = max(1, min(10, len(losses) // 4))
         return CondensedSet(
             images=pixels.detach().cpu(), text_features=text.detach().cpu(),

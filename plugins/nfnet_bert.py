@@ -67,7 +67,7 @@ class NFNetBERT(Backbone):
         cfg = timm.get_pretrained_cfg(self.config.image_model)
         return (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_MEAN, IMAGENET_STD)
 
-    def prepare(self, progress: bool = True) -> None:
+    def prepare(self) -> None:
         if self._template is not None:
             return
         import timm

@@ -152,7 +152,7 @@ class EmbeddedBackbone(Backbone):
         path = self.checkpoint_path()
         return {**super().weight_files(), **({"image_encoder": path} if path is not None else {})}
 
-    def prepare(self, progress: bool = True) -> None:
+    def prepare(self) -> None:
         path = self.checkpoint_path()
         if path is None or path.exists():  # none, shipped, given or already pretrained
             return
@@ -166,9 +166,9 @@ class EmbeddedBackbone(Backbone):
             atomic_write_json(path.with_suffix(".json"), {"epochs": self.config.pretrain_epochs,
                                                           "train_accuracy_last_1000": accuracy})
 
-        cached("pretrained", path.name, functools.partial(self._pretrain, path.stem, progress), lambda _: None, save)
+        cached("pretrained", path.name, functools.partial(self._pretrain, path.stem), lambda _: None, save)
 
-    def _pretrain(self, label: str, progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def _pretrain(self, label: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """A fresh encoder pretrained on its pool (PRETRAIN_POOLS): its weights and sanity-check accuracy."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the encoder's initialisation, too, is part of the checkpoint's recipe
@@ -176,7 +176,7 @@ class EmbeddedBackbone(Backbone):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one summation order: the same checkpoint whatever the machine's cores
         common = dict(epochs=self.config.pretrain_epochs, mean=self.normalization[0], std=self.normalization[1],
-                      image_size=self.image_size, progress=progress)
+                      image_size=self.image_size)
         try:
             if self.config.pretrained == "emoji":
                 from vlbench_plugins.emoji_pretrain import pretrain_on_captions  # builds the emoji set: only when needed

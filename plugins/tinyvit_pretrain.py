@@ -12,10 +12,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from vlbench.data.images import load_images
 from vlbench.data.synthscenes import SynthScenes, load_pretrain_labels
+from vlbench.progress import bar
 
 BATCH = 128
 
@@ -29,12 +29,12 @@ def cell_features(vit: nn.Module, pixels: torch.Tensor, grid: int = 3) -> torch.
 
 
 def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_size: int, width: int,
-             cells: Callable[[torch.Tensor], torch.Tensor], progress: bool = True, seed: int = 0) -> dict[str, float]:
+             cells: Callable[[torch.Tensor], torch.Tensor], seed: int = 0) -> dict[str, float]:
     """Train `encoder` (in place) so that `cells(pixels)`, (B, 9, width), classify each cell; returns the
     per-attribute accuracy on the last 1000 pretraining images (a sanity check, not a selection)."""
     root = SynthScenes().load(None).root
     paths, labels, class_names = load_pretrain_labels(root)
-    pixels = load_images(paths, image_size, mean, std, progress=progress)
+    pixels = load_images(paths, image_size, mean, std)
     sizes = [len(class_names[k]) + 1 for k in ("colour", "shape", "size")]  # +1: empty cell
     targets = labels + 1  # -1 (empty) becomes class 0
     torch.manual_seed(seed)
@@ -46,7 +46,7 @@ def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_si
 
     encoder.train()
     fit([*encoder.parameters(), *heads.parameters()], batch_loss, len(pixels), epochs * -(-len(pixels) // BATCH),
-        torch.Generator().manual_seed(seed), f"pretraining {label}", progress)
+        torch.Generator().manual_seed(seed), f"pretraining {label}")
     encoder.eval()
     with torch.no_grad():
         held_out = slice(len(pixels) - 1000, None)
@@ -58,12 +58,12 @@ def pretrain(encoder: nn.Module, label: str, epochs: int, mean, std, *, image_si
 
 
 def fit(params: list[nn.Parameter], batch_loss: Callable[[torch.Tensor], torch.Tensor], items: int, steps: int,
-        generator: torch.Generator, desc: str, progress: bool) -> None:
+        generator: torch.Generator, desc: str) -> None:
     """`steps` AdamW steps (lr 1e-3, weight decay 0.05) on `batch_loss(indices)`: batches of BATCH of the `items`,
     in a fresh order drawn from `generator` for each pass (the last pass cut short where the steps run out)."""
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step")
-    step = 0  # counted here: a disabled bar counts nothing
+    done = bar(steps, desc, "step")
+    step = 0
     while step < steps:
         for idx in torch.randperm(items, generator=generator).split(BATCH)[: steps - step]:
             loss = batch_loss(idx)
@@ -71,6 +71,5 @@ def fit(params: list[nn.Parameter], batch_loss: Callable[[torch.Tensor], torch.T
             loss.backward()
             optimizer.step()
             step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+            done.update(note=f"loss {loss.item():.3f}")
+    done.close()

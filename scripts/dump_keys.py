@@ -26,7 +26,7 @@ def keys(spec) -> str:
     """The run's keys on one line; what cannot be computed here is named by its error."""
     try:
         where = stable_hash([spec.dataset, spec.data_root, spec.dataset_options])
-        run = Run(spec, progress=False, dataset=_datasets.get(where))
+        run = Run(spec, dataset=_datasets.get(where))
         line = f"run {run.run_key} identity {run.identity}"
         _datasets[where] = run.dataset
         stages = " ".join(f"{name} {key}" for name, key in run.stage_keys.items())

@@ -54,7 +54,7 @@ def toy_pairs(backbone, n_images=4):
     captions = CAPTIONS[: 2 * n_images]
     g = torch.Generator().manual_seed(0)
     images = torch.randn(n_images, 3, backbone.image_size, backbone.image_size, generator=g)
-    text = backbone.text_encoder.encode(captions, progress=False)
+    text = backbone.text_encoder.encode(captions)
     return Pairs(images, torch.arange(n_images).repeat_interleave(2), text, captions)
 
 
@@ -81,7 +81,7 @@ def test_nfnet_bert_is_the_official_model(nfnet, tiny_bert):
     assert set(sides["image"]) == encoder_params  # the whole nfnet_l0 trains; no image head
     assert set(sides["text"]) == {n for n, _ in model.named_parameters() if n.startswith("text_head.")}
     assert model.lora_parameter_names() == set()
-    text = nfnet.text_encoder.encode(CAPTIONS[:2], progress=False)
+    text = nfnet.text_encoder.encode(CAPTIONS[:2])
     assert text.shape == (2, 16)  # the tiny BERT's hidden size
     assert model.encode_text(text).shape == (2, 2304)  # nfnet_l0's pooled features are the joint space
     assert model.text_head.dropout.p == 0.1
@@ -92,7 +92,7 @@ def test_bert_encoder_takes_the_cls_token(tiny_bert):
     encoder = BertCLSEncoder(str(tiny_bert))
     tokenizer, bert = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert)
     expected = bert(**tokenizer(CAPTIONS[:1], return_tensors="pt")).last_hidden_state[0, 0]
-    features = encoder.encode(CAPTIONS, batch_size=3, progress=False)  # padded batches
+    features = encoder.encode(CAPTIONS, batch_size=3)  # padded batches
     assert features.shape == (len(CAPTIONS), 16) and encoder.dim == 16
     assert torch.allclose(features[0], expected, atol=1e-5)
     assert BertCLSEncoder(str(tiny_bert)).id == encoder.id
@@ -124,7 +124,7 @@ def test_clip_text_feature_is_the_frozen_text_tower_output(clip, tiny_clip):
     tokens = open_clip.get_tokenizer(tiny_clip)(CAPTIONS[:3])
     with torch.no_grad():
         expected = reference.encode_text(tokens)
-    assert torch.allclose(clip.text_encoder.encode(CAPTIONS[:3], progress=False), expected, atol=1e-5)
+    assert torch.allclose(clip.text_encoder.encode(CAPTIONS[:3]), expected, atol=1e-5)
     assert clip.text_encoder.id == CLIPLoRA(model=tiny_clip, pretrained=None).text_encoder.id
 
 

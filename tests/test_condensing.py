@@ -29,9 +29,8 @@ def test_runs_sharing_a_set_condense_it_once_the_second_waits_and_reuses(tmp_pat
     generate(tmp_path / "data", seed=0, train=24, val=0, test=12, pretrain=0)
     options = dict(condenser="random", budget=6, data_root=str(tmp_path / "data"), device="cpu",
                    backbone_options={"pretrained": None})
-    runs = [Run(RunSpec(**options), progress=False),
-            Run(RunSpec(**options, eval_backbone="convnet-minilm", eval_backbone_options={"pretrained": None}),
-                progress=False)]
+    runs = [Run(RunSpec(**options)),
+            Run(RunSpec(**options, eval_backbone="convnet-minilm", eval_backbone_options={"pretrained": None}))]
     assert runs[0].condense_key == runs[1].condense_key and runs[0].run_key != runs[1].run_key
     for run in runs:
         run.condenser = HeldRandom()

@@ -102,7 +102,7 @@ def test_unreadable_input_gives_one_line_error(tmp_path, breakage, message):
 def test_load_images_resizes_and_normalises(tmp_path):
     write_png(tmp_path / "a.png", size=8, value=(255, 0, 128))
     write_png(tmp_path / "b.png", size=20, value=(0, 255, 0))
-    x = load_images([tmp_path / "a.png", tmp_path / "b.png"], 8, MEAN, STD, progress=False)
+    x = load_images([tmp_path / "a.png", tmp_path / "b.png"], 8, MEAN, STD)
     assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32 and x.is_contiguous()
     expected = (torch.tensor([255, 0, 128]) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
     assert torch.allclose(x[0, :, 3, 3], expected)
@@ -117,7 +117,7 @@ def test_corrupt_image_is_named(tmp_path, content):
     bad = tmp_path / "bad.png"
     bad.write_bytes(content if content is not None else bad.read_bytes()[:60])  # None: truncated PNG
     with pytest.raises(VLBenchError, match=r"cannot read image .*bad\.png"):
-        load_images([tmp_path / "good.png", bad], 8, MEAN, STD, progress=False)
+        load_images([tmp_path / "good.png", bad], 8, MEAN, STD)
 
 
 # ----------------------------------------------------------------------------- synthscenes
@@ -203,17 +203,19 @@ def test_round_trip_through_reader(small_set):
     assert ds.name == "synthscenes" and ds.image_size == 36 and not ss.SynthScenes.flip_safe
     assert {s: v.num_images for s, v in ds.splits.items()} == {s: SMALL[s] for s in ("train", "val", "test")}
     assert ds.split("test").num_pairs == 5 * SMALL["test"]
-    x = load_images(ds.split("val").image_paths, 36, MEAN, STD, progress=False)
+    x = load_images(ds.split("val").image_paths, 36, MEAN, STD)
     assert x.shape == (SMALL["val"], 3, 36, 36)
 
 
-def test_load_generates_once_into_cache(vlbench_cache, monkeypatch, capsys):
+def test_load_generates_once_into_cache(vlbench_cache, monkeypatch, caplog):
+    caplog.set_level("INFO", "vlbench")
     monkeypatch.setattr(ss, "generate", functools.partial(ss.generate, train=4, val=2, test=3, pretrain=2))
     ds = ss.SynthScenes().load(None)
     assert ds.root == vlbench_cache / "data" / f"synthscenes-v{ss.GENERATOR_VERSION}"
-    assert "generating" in capsys.readouterr().err
+    assert "generating" in caplog.text
+    caplog.clear()
     assert ss.SynthScenes().load(None).fingerprint == ds.fingerprint
-    assert "generating" not in capsys.readouterr().err
+    assert "generating" not in caplog.text
 
 
 def test_killed_generation_leaves_nothing(tmp_path, monkeypatch):

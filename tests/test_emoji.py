@@ -120,7 +120,7 @@ def test_pretraining_on_the_held_out_groups(tmp_path, monkeypatch):
     with monkeypatch.context() as m:  # another build of the data set is another checkpoint
         m.setattr(emoji, "BUILDER_VERSION", "next")
         assert TinyViTMiniLM(pretrained="emoji", pretrain_epochs=1, depth=1).checkpoint_path() != path
-    backbone.prepare(progress=False)
+    backbone.prepare()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         fresh = backbone.encoder().state_dict()

@@ -31,7 +31,7 @@ def test_committed_records_keep_the_run_key_the_planner_computes():
     condensed = [r for r in records if not r["condenser"]["reference"]]  # `full`'s key needs its data set's size
     assert condensed
     for r in condensed:
-        run = Run(RunSpec.from_dict(r["spec"]), progress=False)
+        run = Run(RunSpec.from_dict(r["spec"]))
         assert run.run_key == r["run_key"], r["run_id"]
         assert run.identity == RunRecord(r).identity, r["run_id"]  # the store recognises it
 
@@ -76,7 +76,7 @@ def test_one_condensed_set_is_evaluated_on_each_backbone_with_one_record_each(en
     assert other["run_key"] != own["run_key"]
     assert main(args) == 0  # the plain run is the own-backbone record
     assert "already recorded" in capsys.readouterr().out
-    plain = Run(RunSpec.from_dict({**own["spec"], "data_root": str(base / "data")}), progress=False)
+    plain = Run(RunSpec.from_dict({**own["spec"], "data_root": str(base / "data")}))
     assert plain.condense_key == other["condensed"]["key"]
 
 

@@ -37,14 +37,13 @@ def official_distiller(trajectories, tmp_path, **overrides) -> tuple[Distiller, 
     switches = {k: v for k, v in OFFICIAL.items() if k in DistillConfig.__dataclass_fields__}
     config = DistillConfig(**{"iterations": 3, "syn_steps": 3, "max_start_epoch": 2, "batch_syn": 4, "lr_img": 1.0,
                               "lr_txt": 1.0, "lr_lr": 0.01, "lr_init": 0.5, "learn_lrs": True, **switches, **overrides})
-    d = Distiller(Student(tiny_model()), trajectories, images, text, config, seed=0, state_path=tmp_path / "state.pt",
-                  progress=False)
+    d = Distiller(Student(tiny_model()), trajectories, images, text, config, seed=0, state_path=tmp_path / "state.pt")
     return d, Bounds(pixel_low=torch.tensor(-0.05), pixel_high=torch.tensor(0.05), text_norm=0.5 * text.norm(dim=1, keepdim=True))
 
 
 @pytest.fixture
 def trajectories(vlbench_cache):
-    return ExpertBuffer.locate("data", "tiny", SPEC).build(2, tiny_model, tiny_pairs(), progress=False)
+    return ExpertBuffer.locate("data", "tiny", SPEC).build(2, tiny_model, tiny_pairs())
 
 
 # ----------------------------------------------------------------------------- presets
@@ -149,8 +148,8 @@ def test_official_experts_train_on_augmented_images_and_unaugmented_buffers_keep
     old_key = stable_hash(["data", "tiny", {**{k: getattr(SPEC, k) for k in OLD_SPEC_FIELDS}, "epochs": None}])
     assert ExpertBuffer.locate("data", "tiny", SPEC).directory.name == f"tiny-{old_key}"
     assert ExpertBuffer.locate("data", "tiny", spec).directory != ExpertBuffer.locate("data", "tiny", SPEC).directory
-    plain = ExpertBuffer.locate("data", "tiny", SPEC).build(1, tiny_model, tiny_pairs(), progress=False)
-    augmented = ExpertBuffer.locate("data", "tiny", spec).build(1, tiny_model, tiny_pairs(), progress=False)
+    plain = ExpertBuffer.locate("data", "tiny", SPEC).build(1, tiny_model, tiny_pairs())
+    augmented = ExpertBuffer.locate("data", "tiny", spec).build(1, tiny_model, tiny_pairs())
     assert all(torch.equal(plain[0][0][k], augmented[0][0][k]) for k in plain[0][0])  # same start
     assert not all(torch.equal(plain[0][1][k], augmented[0][1][k]) for k in plain[0][1])
     with pytest.raises(VLBenchError, match="expert augmentation"):
@@ -169,7 +168,7 @@ def test_official_expert_text_is_the_encoder_in_train_mode_and_leaves_it_in_eval
 
     text_encoder = BertCLSEncoder(str(write_tiny_bert(tmp_path))) if encoder == "bert" else minilm_encoder()
     captions = ["a photo of a red dog on the tree", "two small cats", "a big blue car with a tree"]
-    cached = text_encoder.encode(captions, progress=False)
+    cached = text_encoder.encode(captions)
 
     def live(seed):
         torch.manual_seed(seed)  # dropout draws from the global RNG, which the trainer seeds
@@ -179,7 +178,7 @@ def test_official_expert_text_is_the_encoder_in_train_mode_and_leaves_it_in_eval
     assert not torch.allclose(live(0), live(1), atol=1e-3)  # dropout is on
     assert not torch.allclose(live(0), cached, atol=1e-3)
     assert torch.nn.functional.cosine_similarity(live(0), cached).min() > 0.5  # the same encoder
-    assert torch.allclose(text_encoder.encode(captions, progress=False), cached, atol=1e-6)  # back in eval mode
+    assert torch.allclose(text_encoder.encode(captions), cached, atol=1e-6)  # back in eval mode
 
 
 def test_official_experts_recompute_live_text_every_batch_and_cached_buffers_keep_their_keys(vlbench_cache, tmp_path):
@@ -200,7 +199,7 @@ def test_official_experts_recompute_live_text_every_batch_and_cached_buffers_kee
     text_encoder = Counting(str(write_tiny_bert(tmp_path / "bert")))
     base = tiny_pairs()
     captions = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(4)) for i in range(len(base))]
-    pairs = Pairs(base.images, base.pair_image, text_encoder.encode(captions, progress=False), captions)
+    pairs = Pairs(base.images, base.pair_image, text_encoder.encode(captions), captions)
 
     def model(seed):
         torch.manual_seed(seed)
@@ -210,9 +209,9 @@ def test_official_experts_recompute_live_text_every_batch_and_cached_buffers_kee
     old_key = stable_hash(["data", "tiny", {**{k: getattr(SPEC, k) for k in OLD_SPEC_FIELDS}, "epochs": None}])
     assert ExpertBuffer.locate("data", "tiny", SPEC).directory.name == f"tiny-{old_key}"  # cached: as before
     assert ExpertBuffer.locate("data", "tiny", live).directory != ExpertBuffer.locate("data", "tiny", SPEC).directory
-    cached_run = ExpertBuffer.locate("data", "tiny", SPEC).build(1, model, pairs, progress=False, text_encoder=text_encoder)
+    cached_run = ExpertBuffer.locate("data", "tiny", SPEC).build(1, model, pairs, text_encoder=text_encoder)
     assert Counting.calls == 0
-    live_run = ExpertBuffer.locate("data", "tiny", live).build(1, model, pairs, progress=False, text_encoder=text_encoder)
+    live_run = ExpertBuffer.locate("data", "tiny", live).build(1, model, pairs, text_encoder=text_encoder)
     steps_per_epoch = -(-len(pairs) // SPEC.batch_size)
     assert Counting.calls == SPEC.epochs * steps_per_epoch  # one encoder forward per batch
     assert all(torch.equal(cached_run[0][0][k], live_run[0][0][k]) for k in live_run[0][0])  # same start
@@ -256,7 +255,6 @@ def condense_context(name: str = "flickr30k", protocol: TrainProtocol | None = N
     return CondenseContext(dataset=ImageTextDataset(name, Path("."), {}, "fp"), train=train, budget=6, seed=0,
                            backbone=TinyViTMiniLM(pretrained=None, depth=1, width=24, heads=2),
                            device=torch.device("cpu"), protocol=protocol or TrainProtocol(), work_dir=work_dir,
-                           progress=False,
                            flip_safe=registry().get("dataset", name).flip_safe if flip_safe is None else flip_safe)
 
 

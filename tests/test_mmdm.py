@@ -34,7 +34,7 @@ def test_it_imports_nothing_outside_the_public_api():
     assert imported.pop("vlbench") <= set(vlbench.__all__)
     # no method engine either (vlbench.tm, vlbench.coreset): only the code-version stamp first-party plugins carry
     assert imported.pop("vlbench.versions") == {"CodeVersion"}
-    assert {m.split(".")[0] for m in imported} <= {"__future__", "dataclasses", "torch", "tqdm"}
+    assert {m.split(".")[0] for m in imported} <= {"__future__", "dataclasses", "torch"}
 
 
 def test_zero_iterations_is_randoms_set(tmp_path):

@@ -80,8 +80,8 @@ def test_tm_segments_beyond_the_experts_fail_at_resolution():
 
     options = {"train_epochs": 2, "max_start_epoch": 2, "expert_epochs": 1}
     with pytest.raises(VLBenchError, match="start epochs up to 2 \\+ expert_epochs 1 reach beyond the experts' train_epochs 2"):
-        Run(RunSpec("tm-lora", 5, condenser_options=options), progress=False)
-    Run(RunSpec("tm-lora", 5, condenser_options={**options, "start_epochs": "exclusive"}), progress=False)  # 0..1
+        Run(RunSpec("tm-lora", 5, condenser_options=options))
+    Run(RunSpec("tm-lora", 5, condenser_options={**options, "start_epochs": "exclusive"}))  # 0..1
 
 
 def test_list_options_prints_defaults_and_help(capsys):

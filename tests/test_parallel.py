@@ -103,12 +103,12 @@ def test_expert_trajectories_are_the_same_on_one_and_two_workers(text, tmp_path,
     if text == "live":  # text recomputed every batch by a BERT in train mode: its dropout drawn in the worker
         encoder = BertCLSEncoder(str(write_tiny_bert(tmp_path / "bert")))
         captions = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(4)) for i in range(len(pairs))]
-        pairs = Pairs(pairs.images, pairs.pair_image, encoder.encode(captions, progress=False), captions)
+        pairs = Pairs(pairs.images, pairs.pair_image, encoder.encode(captions), captions)
         make_model = live_model
     built = {}
     for workers in (1, 2):
         monkeypatch.setenv("VLBENCH_JOBS", str(workers))
-        built[workers] = ExpertBuffer(tmp_path / str(workers), spec).build(2, make_model, pairs, progress=False,
+        built[workers] = ExpertBuffer(tmp_path / str(workers), spec).build(2, make_model, pairs,
                                                                            text_encoder=encoder)
     for one, two in zip(built[1], built[2]):
         assert len(one) == len(two) == 3

@@ -36,9 +36,9 @@ def scenes(tmp_path_factory):
 def test_real_images_round_trip_bit_for_bit_and_canonical_is_the_8_bit_value(scenes):
     """Canonical is the decoded value up to float rounding; the way back to the same backbone is exact."""
     _, paths = scenes
-    normalised = load_images(paths, 36, *HALF, progress=False)
+    normalised = load_images(paths, 36, *HALF)
     canonical = to_canonical(normalised, HALF)
-    raw = torch.from_numpy(decode_images(paths, 36, progress=False)).permute(0, 3, 1, 2)
+    raw = torch.from_numpy(decode_images(paths, 36)).permute(0, 3, 1, 2)
     torch.testing.assert_close(canonical, raw.float() / 255, rtol=0, atol=2**-24)
     assert torch.equal(for_backbone(canonical, 36, HALF), normalised)  # the golden record depends on this
 
@@ -54,9 +54,9 @@ def test_distilled_pixels_keep_their_values_outside_the_range():
 
 def test_another_resolution_is_resized_as_real_images_are_decoded(scenes):
     _, paths = scenes
-    canonical = to_canonical(load_images(paths, 36, *IMAGENET, progress=False), IMAGENET)
+    canonical = to_canonical(load_images(paths, 36, *IMAGENET), IMAGENET)
     at_32 = for_backbone(canonical, 32, IMAGENET)
-    decoded_at_32 = load_images(paths, 32, *IMAGENET, progress=False)  # PIL's bicubic, from the files
+    decoded_at_32 = load_images(paths, 32, *IMAGENET)  # PIL's bicubic, from the files
     assert at_32.shape == decoded_at_32.shape == (len(paths), 3, 32, 32)
     std = torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
     gap = (at_32 - decoded_at_32).abs() * std  # in [0, 1] units
@@ -119,7 +119,7 @@ def test_a_run_stores_canonical_pixels_and_reads_a_set_cached_before_them_alike(
     # Evaluation trained on the very pixels the condenser returned: the backbone's own, not the stored ones.
     backbone = registry().get("backbone", "tinyvit-minilm")(pretrained=None)
     dataset = SynthScenes().load(root)
-    train_pairs, test_pairs = (load_pairs(dataset, split, backbone, progress=False) for split in ("train", "test"))
+    train_pairs, test_pairs = (load_pairs(dataset, split, backbone) for split in ("train", "test"))
     images, text = train_pairs.select(saved.source_indices)
     model = train(backbone.build(0), TrainData.from_condensed(images, text), spec.protocol, seed=0)
     assert fresh["metrics"]["per_seed"] == [evaluate(model, test_pairs)]

@@ -44,6 +44,11 @@ def register_condensers(register):
 """
 
 
+def reported(caplog) -> list[str]:
+    """What loading the plugins reported (warnings, through logging), one message each."""
+    return [r.getMessage() for r in caplog.records]
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -134,12 +139,12 @@ def test_a_broken_import_path_fails_only_its_name(site, heavy, error, capsys):
     assert "check failed: condenser 'lazy' (vlbench-lazy 1.0" in capsys.readouterr().out
 
 
-def test_an_import_path_without_a_name_is_refused(site, capsys):
+def test_an_import_path_without_a_name_is_refused(site, caplog):
     source = LAZY.replace(', name="lazy"', "")
     install_dist(site, "vlbench-noname", {"vlb_noname": source}, {"noname": "vlb_noname"})
     Registry()
     assert ("register_condensers raised PluginError: register() for condensers got 'vlb_lazy_heavy:FirstPairs': "
-            "give a class, or an import path 'module:Class' and the name it registers (name=...)") in capsys.readouterr().err
+            "give a class, or an import path 'module:Class' and the name it registers (name=...)") in caplog.text
 
 
 def test_third_party_entry_point_is_discovered(site):
@@ -156,21 +161,21 @@ def test_unknown_name_lists_known_and_suggests_closest():
     assert "known:" in message and "full" in message and "did you mean 'random'?" in message
 
 
-def test_broken_import_is_skipped_and_reported_in_one_line(site, capsys):
+def test_broken_import_is_skipped_and_reported_in_one_line(site, caplog):
     install_broken(site)
     reg = Registry()
     assert "random" in reg.names("condenser")
-    err = capsys.readouterr().err.splitlines()
+    err = reported(caplog)
     assert len(err) == 1
     assert "vlbench-broken" in err[0] and "ModuleNotFoundError" in err[0] and "no_such_module_anywhere" in err[0]
     assert [p.status for p in reg.plugins if p.distribution == "vlbench-broken"] == ["error"]
 
 
-def test_raising_hook_skips_the_whole_plugin(site, capsys):
+def test_raising_hook_skips_the_whole_plugin(site, caplog):
     install_dist(site, "vlbench-halfbroken", {"vlb_half": HALF_BROKEN}, {"half": "vlb_half"})
     reg = Registry()
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["vlbench: plugin vlbench-halfbroken (half) skipped: "
+    err = reported(caplog)
+    assert err == ["plugin vlbench-halfbroken (half) skipped: "
                    "register_condensers raised RuntimeError: no licence key second line"]
     assert "other-backbone" not in reg.names("backbone")
     assert "tinyvit-minilm" in reg.names("backbone")
@@ -181,18 +186,18 @@ def test_raising_hook_skips_the_whole_plugin(site, capsys):
     ("register(type('Abstract', (Condenser,), {'name': 'abstract'}))", "does not implement condense"),
     ("register(type('Nameless', (Condenser,), {'condense': lambda self, ctx: None}))", "has no `name`"),
 ])
-def test_invalid_registrations_are_reported(site, capsys, body, error):
+def test_invalid_registrations_are_reported(site, caplog, body, error):
     source = f"from vlbench import hookimpl\nfrom vlbench.api import Condenser\n\n@hookimpl\ndef register_condensers(register):\n    {body}\n"
     install_dist(site, "vlbench-invalid", {"vlb_invalid": source}, {"invalid": "vlb_invalid"})
     Registry()
-    assert error in capsys.readouterr().err
+    assert error in "\n".join(reported(caplog))
 
 
-def test_misspelled_hook_is_reported(site, capsys):
+def test_misspelled_hook_is_reported(site, caplog):
     source = "from vlbench import hookimpl\n\n@hookimpl\ndef register_condenser(register):\n    pass\n"
     install_dist(site, "vlbench-typo", {"vlb_typo": source}, {"typo": "vlb_typo"})
     Registry()
-    assert "unknown hook(s) register_condenser (hooks: register_condensers" in capsys.readouterr().err
+    assert "unknown hook(s) register_condenser (hooks: register_condensers" in "\n".join(reported(caplog))
 
 
 def test_strict_mode_turns_a_failure_into_an_error(site, monkeypatch):
@@ -204,19 +209,19 @@ def test_strict_mode_turns_a_failure_into_an_error(site, monkeypatch):
         Registry()
 
 
-def test_process_wide_registry_reports_a_failure_once(site, capsys):
+def test_process_wide_registry_reports_a_failure_once(site, caplog):
     install_broken(site)
     assert plugins.registry() is plugins.registry()
-    assert capsys.readouterr().err.count("vlbench-broken") == 1
+    assert "\n".join(reported(caplog)).count("vlbench-broken") == 1
 
 
-def test_name_collision_makes_only_that_name_unavailable(site, capsys):
+def test_name_collision_makes_only_that_name_unavailable(site, caplog):
     install_dist(site, "vlbench-copycat", {"vlb_copycat": CONDENSER.format(name="random").replace(
         "register(FirstPairs)", "register(FirstPairs); register(Own)").replace(
         "@hookimpl", "class Own(FirstPairs):\n    name = 'own'\n\n@hookimpl")}, {"copycat": "vlb_copycat"})
     reg = Registry()
-    assert capsys.readouterr().err.splitlines() == [
-        "vlbench: condenser name 'random' is registered by vlbench and vlbench-copycat, so neither is used; keep "
+    assert reported(caplog) == [
+        "condenser name 'random' is registered by vlbench and vlbench-copycat, so neither is used; keep "
         "vlbench's with VLBENCH_DISABLE_PLUGINS=vlbench-copycat:random, or vlbench-copycat's with "
         "VLBENCH_DISABLE_PLUGINS=vlbench:random"]
     assert "random" not in reg.names("condenser")
@@ -229,11 +234,11 @@ def test_name_collision_makes_only_that_name_unavailable(site, capsys):
         Registry(strict=True)
 
 
-def test_collision_within_one_distribution(site, capsys):
+def test_collision_within_one_distribution(site, caplog):
     source = CONDENSER.format(name="twice").replace("register(FirstPairs)", "register(FirstPairs); register(FirstPairs)")
     install_dist(site, "vlbench-twice", {"vlb_twice": source}, {"twice": "vlb_twice"})
     reg = Registry()
-    assert "'twice' is registered twice by vlbench-twice, so it is unavailable" in capsys.readouterr().err
+    assert "'twice' is registered twice by vlbench-twice, so it is unavailable" in "\n".join(reported(caplog))
     assert "twice" not in reg.names("condenser") and "random" in reg.names("condenser")
 
 
@@ -243,18 +248,18 @@ def test_collision_within_one_distribution(site, capsys):
     ("vlbench-copycat:random", "vlbench"),   # one name of one distribution
     ("vlbench:random", "vlbench-copycat"),   # the built-in, asked for by its distribution
 ])
-def test_block_list_resolves_a_collision(site, monkeypatch, capsys, block, random_from):
+def test_block_list_resolves_a_collision(site, monkeypatch, caplog, block, random_from):
     first_pairs(site, dist="vlbench-copycat", name="random")
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", block)
     reg = Registry()
     assert reg.origin("condenser", "random").distribution == random_from
-    assert capsys.readouterr().err == ""
+    assert reported(caplog) == []
 
 
-def test_block_list_never_blocks_a_builtin_by_its_bare_name(site, monkeypatch, capsys):
+def test_block_list_never_blocks_a_builtin_by_its_bare_name(site, monkeypatch, caplog):
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "herding")
     assert "herding" in Registry().names("condenser")
-    assert capsys.readouterr().err.strip() == ("vlbench: VLBENCH_DISABLE_PLUGINS names no installed plugin: herding "
+    assert "\n".join(reported(caplog)) == ("VLBENCH_DISABLE_PLUGINS names no installed plugin: herding "
                                                "(vlbench's own names are blocked as vlbench:NAME)")
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "vlbench:herding")
     assert "herding" not in Registry().names("condenser") and "kcenter" in Registry().names("condenser")
@@ -269,11 +274,11 @@ def test_block_list_skips_a_distribution_and_says_so_on_lookup(site, monkeypatch
         reg.get("condenser", "first")
 
 
-def test_blocked_plugin_is_not_even_imported(site, monkeypatch, capsys):
+def test_blocked_plugin_is_not_even_imported(site, monkeypatch, caplog):
     install_broken(site)
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "broken")  # an entry-point name works too
     assert [p.status for p in Registry().plugins if p.distribution == "vlbench-broken"] == ["disabled"]
-    assert capsys.readouterr().err == ""
+    assert reported(caplog) == []
 
 
 def test_allow_list_loads_only_the_named_plugins(site, monkeypatch):
@@ -287,10 +292,10 @@ def test_allow_list_loads_only_the_named_plugins(site, monkeypatch):
     assert reg.names("backbone") == []
 
 
-def test_allow_or_block_list_naming_no_plugin_is_reported(site, monkeypatch, capsys):
+def test_allow_or_block_list_naming_no_plugin_is_reported(site, monkeypatch, caplog):
     monkeypatch.setenv("VLBENCH_DISABLE_PLUGINS", "vlbench-nosuch")
     Registry()
-    assert capsys.readouterr().err.strip() == "vlbench: VLBENCH_DISABLE_PLUGINS names no installed plugin: vlbench-nosuch"
+    assert "\n".join(reported(caplog)) == "VLBENCH_DISABLE_PLUGINS names no installed plugin: vlbench-nosuch"
 
 
 # ----------------------------------------------------------------------------- command line

@@ -89,7 +89,7 @@ TREES = {"flickr30k": (Flickr30K, flickr_tree), "coco": (COCO, coco_tree)}
 
 @pytest.mark.parametrize("name", TREES)
 @pytest.mark.parametrize("form", ["karpathy", "blip"])
-def test_both_annotation_forms_read_the_same(tmp_path, name, form, capsys):
+def test_both_annotation_forms_read_the_same(tmp_path, name, form, caplog):
     source_cls, write = TREES[name]
     expected = write(tmp_path, form)
     ds = source_cls().load(tmp_path)
@@ -99,7 +99,7 @@ def test_both_annotation_forms_read_the_same(tmp_path, name, form, capsys):
         assert ds.split(split).captions == [[c.lower().rstrip(".!").replace(",", "") for c in caps] for _, caps in rows]
     assert ds.image_size is None and len(ds.fingerprint) == 16
     # The small tree is not the standard split: loading says so, per split, instead of assuming.
-    warnings = capsys.readouterr().err
+    warnings = caplog.text
     standard = source_cls.expected_images["train"]
     assert f"{name} train split has {len(expected['train'])} images, the Karpathy split has {standard}" in warnings
 
@@ -168,14 +168,14 @@ def test_image_bank_matches_the_float_path_and_is_cached(tmp_path, vlbench_cache
     flickr_tree(tmp_path, "karpathy")
     ds = Flickr30K().load(tmp_path)
     paths = ds.split("train").image_paths
-    bank = image_bank(ds, "train", 16, MEAN, STD, progress=False)
-    expected = load_images(paths, 16, MEAN, STD, progress=False)
+    bank = image_bank(ds, "train", 16, MEAN, STD)
+    expected = load_images(paths, 16, MEAN, STD)
     assert bank.shape == expected.shape and len(bank) == 6 and bank.nbytes == expected.nbytes // 4
     idx = torch.tensor([4, 0, 4])
     assert torch.equal(bank[idx], expected[idx]) and torch.equal(bank[2], expected[2])
     assert torch.equal(torch.cat(list(bank.split(4))), expected) and torch.equal(bank.clone()[1:3], expected[1:3])
     paths[0].unlink()  # decoded once: the next run maps the cache and never opens the files
-    assert torch.equal(image_bank(ds, "train", 16, MEAN, STD, progress=False)[0], expected[0])
+    assert torch.equal(image_bank(ds, "train", 16, MEAN, STD)[0], expected[0])
     assert sorted(p.name for p in (vlbench_cache / "images").iterdir() if p.suffix != ".lock") == [
         f"flickr30k-{ds.fingerprint}-train-16px.npy"]
 
@@ -186,7 +186,7 @@ def test_corrupt_test_image_is_named_never_dropped(tmp_path, vlbench_cache):
     corrupt.write_bytes(corrupt.read_bytes()[:200])  # truncated download
     ds = Flickr30K().load(tmp_path)
     with pytest.raises(VLBenchError, match=f"cannot read image {corrupt}"):
-        image_bank(ds, "test", 16, MEAN, STD, progress=False)
+        image_bank(ds, "test", 16, MEAN, STD)
     assert [p.name for p in (vlbench_cache / "images").iterdir()] == [f"flickr30k-{ds.fingerprint}-test-16px.lock"]  # no half-written cache
 
 

@@ -38,7 +38,7 @@ def test_run_sweep_experts_and_show_resolve_one_config_alike(tiny):
     shown = shown_spec(parser.parse_args(["show", "record.json"]), {"spec": config}, "tm-lora")
     assert run == swept == shown == resolve_spec(config)
     assert (run.seed, run.evals, run.split, run.protocol.steps, run.budget) == (2, 3, "val", 5, 7)
-    assert experts.spec == Run(run, progress=False).spec  # experts resolves the same run
+    assert experts.spec == Run(run).spec  # experts resolves the same run
 
 
 def test_flags_override_the_config_and_a_missing_condenser_is_one_line(tiny):
@@ -55,17 +55,17 @@ def test_flags_override_the_config_and_a_missing_condenser_is_one_line(tiny):
 def test_a_spelled_out_default_backbone_option_is_the_default_run():
     from vlbench.runner import Run
 
-    default = Run(RunSpec("random", 5), progress=False)
-    spelled = Run(RunSpec("random", 5, backbone_options={"lora_rank": 4, "dropout": 0}), progress=False)
+    default = Run(RunSpec("random", 5))
+    spelled = Run(RunSpec("random", 5, backbone_options={"lora_rank": 4, "dropout": 0}))
     assert spelled.backbone.id == default.backbone.id == "tinyvit-minilm"
     assert spelled.spec == default.spec and spelled.run_key == default.run_key
-    other = Run(RunSpec("random", 5, backbone_options={"lora_rank": 2}), progress=False)
+    other = Run(RunSpec("random", 5, backbone_options={"lora_rank": 2}))
     assert other.backbone.id != "tinyvit-minilm" and other.run_key != default.run_key
     assert other.spec.backbone_options == {"lora_rank": 2}
     # evaluated on its own name with the same effective options: the plain run
-    plain = Run(RunSpec("random", 5, backbone_options={"pretrained": None}), progress=False)
+    plain = Run(RunSpec("random", 5, backbone_options={"pretrained": None}))
     same = Run(RunSpec("random", 5, backbone_options={"pretrained": None, "lora_rank": 4},
-                       eval_backbone="tinyvit-minilm", eval_backbone_options={"pretrained": None}), progress=False)
+                       eval_backbone="tinyvit-minilm", eval_backbone_options={"pretrained": None}))
     assert same.spec == plain.spec and same.run_key == plain.run_key and same.eval_backbone is same.backbone
 
 
@@ -78,15 +78,15 @@ def test_a_run_recorded_with_an_option_spelled_out_is_the_run_once_that_value_is
 
     base, _ = tiny
     common = {"condenser": "forgetting", "budget": 5, "data_root": str(base / "data")}
-    spelled = Run(resolve_spec({**common, "condenser_options": {"lr": 0.01}}), progress=False)
-    plain = Run(resolve_spec(common), progress=False)
+    spelled = Run(resolve_spec({**common, "condenser_options": {"lr": 0.01}}))
+    plain = Run(resolve_spec(common))
     assert spelled.run_key != plain.run_key and plain.identity == plain.run_key  # the keys are untouched
     ResultsStore(tmp_path).add({  # what Evaluation.record writes for these fields
         "schema": 2, "run_id": new_run_id(spelled.run_key), "run_key": spelled.run_key,
         "created": "2026-12-01T00:00:00Z", "spec": {**spelled.spec.to_dict(), "data_root": None},
         "condenser": {"name": "forgetting", "config": spelled.condenser.config_dict()}})
     assert recorded(plain, tmp_path)["run_key"] == spelled.run_key
-    other = Run(resolve_spec({**common, "condenser_options": {"lr": 0.02}}), progress=False)
+    other = Run(resolve_spec({**common, "condenser_options": {"lr": 0.02}}))
     assert recorded(other, tmp_path) is None  # another value is another run
     plan = make_plan(Sweep("s", [{**common, "condenser_options": [{}, {"lr": 0.01}, {"lr": 0.02}]}], str(tmp_path)))
     assert len(plan.runs) == 2 and len(plan.done) == 1  # lr 0.01 spelled out is the plain run: planned once, done
@@ -99,7 +99,7 @@ def test_the_full_reference_resolves_its_budget_and_keeps_its_committed_run_key(
     full = [r for r in records if r["condenser"]["reference"]]
     assert full
     for r in full[:2]:
-        run = Run(RunSpec.from_dict({**r["spec"], "budget": 0}), progress=False)
+        run = Run(RunSpec.from_dict({**r["spec"], "budget": 0}))
         assert run.spec.budget == r["budget"] == 40000
         assert run.run_key == r["run_key"], r["run_id"]
 
@@ -108,7 +108,7 @@ def test_a_budget_below_one_fails_before_any_work():
     from vlbench.runner import Run
 
     with pytest.raises(VLBenchError, match="budget must be a positive number of pairs, got 0"):
-        Run(RunSpec("random", 0), progress=False)
+        Run(RunSpec("random", 0))
 
 
 BLOCK_TORCH = """

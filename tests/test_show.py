@@ -68,7 +68,7 @@ def tiny(tmp_path_factory):
     backbone = registry().get("backbone", "tinyvit-minilm")(pretrained=None)
     with pytest.MonkeyPatch.context() as m:
         m.setenv("VLBENCH_CACHE", str(tmp / "cache"))
-        train = load_pairs(SynthScenes().load(tmp / "data"), "train", backbone, progress=False)
+        train = load_pairs(SynthScenes().load(tmp / "data"), "train", backbone)
     condensed = CondensedSet.from_indices(train, [7, 2, 9], condenser="random")
     condensed.to_canonical(backbone.normalization).save(tmp / "cache" / "condensed" / "random-3-abcdef")  # as the runner saves
     return tmp, train, condensed

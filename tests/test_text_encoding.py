@@ -35,13 +35,13 @@ def test_minilm_features_match_the_sentence_transformers_path(minilm, monkeypatc
     with torch.inference_mode():
         reference = minilm._load().encode(texts, batch_size=256, convert_to_tensor=True, normalize_embeddings=False)
     monkeypatch.setenv("VLBENCH_ENCODE_WORKERS", "1")
-    one_worker = minilm.encode(texts, batch_size=16, progress=False)
+    one_worker = minilm.encode(texts, batch_size=16)
     assert one_worker.dtype == torch.float32 and one_worker.shape == (len(texts), minilm.dim)
     assert (one_worker - reference).abs().max().item() < TOLERANCE
     assert torch.equal(one_worker[-7:], one_worker[:7])
     monkeypatch.setenv("VLBENCH_ENCODE_WORKERS", "3")
-    assert torch.equal(minilm.encode(texts, batch_size=16, progress=False), one_worker)  # same numbers, any workers
-    assert minilm.encode([], progress=False).shape == (0, minilm.dim)
+    assert torch.equal(minilm.encode(texts, batch_size=16), one_worker)  # same numbers, any workers
+    assert minilm.encode([]).shape == (0, minilm.dim)
 
 
 def test_batches_hold_one_token_count_and_each_caption_once():
@@ -57,7 +57,7 @@ def test_batches_hold_one_token_count_and_each_caption_once():
 
     threads = torch.get_num_threads()
     out = encode_by_length(texts, lambda ts: [len(t.split()) for t in ts], prepare, forward, dim=2, batch_size=2,
-                           progress=False, desc="test", workers=2)
+                           desc="test", workers=2)
     assert torch.equal(out, forward(texts))
     assert sorted(t for batch in seen for t in batch) == sorted(set(texts))
     assert all(len(batch) <= 2 and len({len(t.split()) for t in batch}) == 1 for batch in seen)

@@ -27,7 +27,9 @@ PUBLIC_MODULES = ("vlbench.api", "vlbench.core", "vlbench.spaces", "vlbench.tm",
                   "vlbench.text_encoders", "vlbench.pixels", "vlbench.storage", "vlbench.data", "vlbench.train",
                   "vlbench.testing", "vlbench.stages", "vlbench.artifacts", "vlbench.costs", "vlbench.versions",
                   # a plugin's own command resolves a run and builds its stages as the harness does
-                  "vlbench.runner", "vlbench.condensing")
+                  "vlbench.runner", "vlbench.condensing",
+                  # progress bars for long work outside a condenser (a backbone's pretraining, a stage)
+                  "vlbench.progress")
 
 
 def __getattr__(name: str):

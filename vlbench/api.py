@@ -21,6 +21,7 @@ from vlbench.core import (  # noqa: F401 (re-exported)
     option, option_defaults, stable_hash, without_added_later,
 )
 from vlbench.pixels import BACKBONE, CANONICAL, for_backbone, to_canonical
+from vlbench.progress import Bar, bar
 from vlbench.versions import CodeVersion
 
 
@@ -97,8 +98,8 @@ class TextEncoder(ABC):
     dim: int
 
     @abstractmethod
-    def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
-        """Return float32 (len(captions), dim) embeddings, on the CPU."""
+    def encode(self, captions: list[str], batch_size: int = 256) -> Tensor:
+        """Return float32 (len(captions), dim) embeddings, on the CPU (progress: `vlbench.progress.bar`)."""
 
     def weight_files(self) -> dict[str, Path]:
         """{role: file} of the pretrained weights it loads, hashed into every record (none: random weights)."""
@@ -184,7 +185,7 @@ class Backbone(Configured, ABC):
     def build(self, seed: int, device: torch.device | str = "cpu") -> VLModel:
         """A fresh model: pretrained parts loaded, heads initialised from `seed`."""
 
-    def prepare(self, progress: bool = True) -> None:
+    def prepare(self) -> None:
         """Fetch or compute what `build` needs (pretrained weights); idempotent and cached."""
 
     def weight_files(self) -> dict[str, Path]:
@@ -239,7 +240,6 @@ class CondenseContext:
     device: torch.device
     protocol: TrainProtocol
     work_dir: Path  # private, persistent scratch space for this condense job (checkpoints)
-    progress: bool = True
     #: Trains (or loads from cache) a model on the full training set with the shared trainer.
     reference_model: Callable[[int], VLModel] | None = None
     #: The data set's `DatasetSource.flip_safe`: whether crops and flips keep its captions true.
@@ -248,6 +248,11 @@ class CondenseContext:
     def check_budget(self) -> None:
         """Before any work: 1 <= budget <= the training pairs, else a VLBenchError naming both."""
         check_budget(self.budget, len(self.train))
+
+    def progress(self, total: int, desc: str, unit: str = "it", initial: int = 0) -> Bar:
+        """A progress bar for long work, shown in the run's line on a terminal and as log lines elsewhere:
+        `with ctx.progress(iterations, "my method") as bar: ... bar.update()` (`initial`: done before a resume)."""
+        return bar(total, desc, unit, initial)
 
 
 @dataclass

@@ -7,6 +7,7 @@ an interrupted attempt resumes from; everything else goes through `vlbench.artif
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -24,14 +25,16 @@ if TYPE_CHECKING:
     from vlbench.runner import Run
 
 
+log = logging.getLogger(__name__)
+
+
 def context(run: Run, train_pairs: Pairs) -> CondenseContext:
     """What the condenser (and the stages it requires) gets."""
     spec = run.spec
     return CondenseContext(
         dataset=run.dataset, train=train_pairs, backbone=run.backbone, budget=spec.budget, seed=spec.seed,
         device=run.device, protocol=spec.protocol, work_dir=cache_dir() / "work" / run.condense_key,
-        progress=run.progress, reference_model=lambda seed: reference_model(run, train_pairs, seed),
-        flip_safe=run.source.flip_safe,
+        reference_model=lambda seed: reference_model(run, train_pairs, seed), flip_safe=run.source.flip_safe,
     )
 
 
@@ -53,7 +56,7 @@ def reference_model(run: Run, train_pairs: Pairs, seed: int) -> VLModel:
     key = reference_key(StageInput(run.dataset, run.backbone, seed, run.spec.protocol), seed)
 
     def train_one() -> VLModel:
-        run.log(f"training a full-data reference model (seed {seed}; cached in {cache_dir() / 'reference'})")
+        log.info(f"training a full-data reference model (seed {seed}; cached in {cache_dir() / 'reference'})")
         model = run.backbone.build(seed, run.device)
         run.fit(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
         return model
@@ -79,7 +82,7 @@ def condensed_set(run: Run, train_pairs: Pairs) -> tuple[CondensedSet, Path, boo
     path = cache_dir() / "condensed" / f"{spec.condenser}-{spec.budget}-{run.condense_key}"
     with file_lock(cache_dir() / "locks" / f"condensed-{path.name}.lock"):  # not among the sets
         if (path / "manifest.json").exists():
-            run.log(f"reusing condensed set {path}")
+            log.info(f"reusing condensed set {path}")
             # a set cached before canonical pixels is in the condensing backbone's space: migrated here, once
             return CondensedSet.load(path).to_canonical(run.backbone.normalization), path, True
         return _condense(run, train_pairs, path), path, False

@@ -218,7 +218,7 @@ def training_steps(num_pairs: int, protocol: TrainProtocol, epochs: int) -> int:
 
 def correctness_history(
     model: VLModel, pairs: Pairs, protocol: TrainProtocol, epochs: int, seed: int, device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> Tensor:
     """Train `model` on all pairs for `epochs` epochs with the shared trainer; (epochs, num_pairs) probe outcomes."""
     batch_size = min(protocol.batch_size, len(pairs))
@@ -230,5 +230,5 @@ def correctness_history(
         model.train()  # embed() leaves the model in eval mode; training resumes after this callback
 
     train(model, TrainData.from_pairs(pairs), protocol, seed, steps=training_steps(len(pairs), protocol, epochs),
-          device=device, on_epoch_end=probe, progress=progress)
+          device=device, on_epoch_end=probe, on_step=on_step)
     return torch.stack(history)

@@ -3,16 +3,15 @@ score them on the asked split, and return the record, with each stage's wall tim
 """
 from __future__ import annotations
 
+import logging
 import platform
 import resource
-import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
-from tqdm import tqdm
 
 import vlbench
 from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
@@ -20,13 +19,15 @@ from vlbench.condensing import condensed_set
 from vlbench.data.bank import stored_pixels
 from vlbench.metrics import summarize
 from vlbench.parallel import NUMERIC_THREADS, Pool, pool_workers
-from vlbench.progress import RunProgress
+from vlbench.progress import bar, reporter
 from vlbench.provenance import cpu, loaded_code, package_versions, portable_path, source_commit, tensors_sha256, weight_hashes
 from vlbench.board.records import new_run_id
 from vlbench.train import TrainData, evaluate
 
 if TYPE_CHECKING:
     from vlbench.runner import Run
+
+log = logging.getLogger(__name__)
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -68,17 +69,12 @@ class Evaluation:
     def execute(self, expected: dict[str, float] | None = None) -> dict[str, Any]:
         """Run every stage under one progress line (`expected`: seconds per stage, for its ETA) and return the record."""
         spec = self.run.spec
-        # On a terminal only: in a log file a line redrawn twice a second is thousands of lines.
-        self.view = RunProgress(f"{spec.condenser}@{spec.budget}", spec.evals, expected,
-                                enabled=self.run.progress and sys.stderr.isatty())
-        try:
+        with reporter().running(f"{spec.condenser}@{spec.budget}", spec.evals, expected):
             return self._execute()
-        finally:
-            self.view.close()
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[dict[str, Any]]:
-        self.view.stage(name)
+        reporter().stage(name)
         with stage(self.stages, name, self.run.device) as info:
             yield info
 
@@ -113,14 +109,17 @@ class Evaluation:
         # spec, without progress bars (`Run.__reduce__`).
         pool = Pool(self.workers, _share_evaluation, (run, data, eval_pairs))
         tasks = [(seed, lrs, f"eval model {k + 1}/{len(seeds)}", protocol) for k, seed in enumerate(seeds)]
-        self.view.eval_model(0, protocol.steps if self.workers == 1 else 0)
-        with tqdm(total=len(seeds), desc=f"eval models ({self.workers} workers)", unit="model",
-                  disable=not run.progress or self.workers == 1, leave=False) as bar:
+        steps = protocol.steps if self.workers == 1 else 0
+        reporter().eval_model(0, steps)
+        # One worker: each model's steps are the live bar (here). More: workers' steps are not seen, models are.
+        with bar(len(seeds), f"eval models ({self.workers} workers)", "model") if self.workers > 1 else nullcontext() \
+                as models:
             for done, (k, metrics) in enumerate(pool.map(_train_and_score, tasks), 1):
                 per_seed[k] = metrics
-                bar.update()
-                self.view.eval_model(done, protocol.steps if self.workers == 1 else 0)
-                run.log(f"eval model {k + 1}/{len(seeds)}: mean recall on {run.spec.split} {metrics['mean']:.1f}")
+                if models is not None:
+                    models.update()
+                reporter().eval_model(done, steps)
+                log.info(f"eval model {k + 1}/{len(seeds)}: mean recall on {run.spec.split} {metrics['mean']:.1f}")
         return per_seed
 
     def _condense(self, train_pairs: Pairs, info: dict[str, Any]) -> tuple[TrainData, dict | None, dict[str, Any]]:

@@ -65,6 +65,9 @@ class SentenceTransformerEncoder(TextEncoder):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
+            from vlbench.text_encoders import without_their_bars
+
+            without_their_bars()
             self._model = SentenceTransformer(self.path, device="cpu", local_files_only=True)
         return self._model
 
@@ -73,15 +76,15 @@ class SentenceTransformerEncoder(TextEncoder):
         return {str(f.relative_to(root)): f for f in sorted(root.rglob("*.safetensors"))}
 
     # 128 captions a batch: the fastest on a CPU at synthscenes' ~19 tokens (docs/benchmarks.md).
-    def encode(self, captions: list[str], batch_size: int = 128, progress: bool = True) -> Tensor:
+    def encode(self, captions: list[str], batch_size: int = 128) -> Tensor:
         from vlbench.text_encoders import encode_by_length, encode_workers
 
         model = self._load()  # the model's own tokenisation, modules and pooling, batched without padding
         return encode_by_length(
             captions,
             lambda texts: [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]],
-            model.preprocess, lambda features: model(features)["sentence_embedding"], self.dim, batch_size, progress,
-            self.id, workers=encode_workers(),
+            model.preprocess, lambda features: model(features)["sentence_embedding"], self.dim, batch_size, self.id,
+            workers=encode_workers(),
         )
 
     def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:

@@ -24,9 +24,9 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -38,6 +38,7 @@ from vlbench.provenance import import_hashes
 from vlbench.core import PluginError, VLBenchError
 from vlbench.spaces import check_space
 
+log = logging.getLogger(__name__)
 GROUP = "vlbench"
 BUILTIN = "vlbench"  # the distribution of the first-party plugins
 KINDS = ("condenser", "backbone", "dataset", "stage")
@@ -152,7 +153,7 @@ class Registry:
     def _report(self, message: str) -> None:
         if self.strict:
             raise PluginError(message)
-        print(f"vlbench: {message}", file=sys.stderr)
+        log.warning(message)
 
     def _fail(self, info: PluginInfo, message: str) -> None:
         info.error = message

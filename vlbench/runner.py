@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from tqdm import tqdm
 
 from vlbench import validation
 from vlbench.api import Backbone, Condenser, ImageTextDataset, Pairs, RunSpec, TrainProtocol, VLBenchError, VLModel, stable_hash
@@ -20,7 +19,8 @@ from vlbench.core import PluginError, check_budget
 from vlbench.data.transforms import train_augment
 from vlbench.data.pairs import load_pairs
 from vlbench.plugins import Registry, registry
-from vlbench.board.records import ResultsStore, RunRecord, run_identity
+from vlbench.board.records import ResultsStore, RunRecord, run_identity, run_shape
+from vlbench.progress import bar, expected_stages, history, quiet, same_run
 from vlbench.stages import Stage, StageInput
 from vlbench.train import TrainData, train
 
@@ -42,9 +42,7 @@ class Run:
     first use (`dataset`; the reference reads them at once, for its budget).
     """
 
-    def __init__(self, spec: RunSpec, plugins: Registry | None = None, progress: bool = True,
-                 dataset: ImageTextDataset | None = None):
-        self.progress = progress
+    def __init__(self, spec: RunSpec, plugins: Registry | None = None, dataset: ImageTextDataset | None = None):
         self.plugins = plugins or registry()
         self.condenser_cls: type[Condenser] = self.plugins.get("condenser", spec.condenser)
         self.condenser = self.condenser_cls(**spec.condenser_options)
@@ -67,9 +65,9 @@ class Run:
             self.eval_backbone = self.backbone
 
     def __reduce__(self):
-        """Sent to a worker process as its resolved spec, resolved there again against that process's plugins,
-        without progress bars (a worker draws none)."""
-        return Run, (self.spec, None, False)
+        """Sent to a worker process as its resolved spec, resolved there again against that process's plugins
+        (it shows no progress: a spawned process's reporter logs to a `logging` nobody configured)."""
+        return Run, (self.spec,)
 
     def _resolved(self, spec: RunSpec) -> RunSpec:
         effective = {"backbone_options": self.backbone.non_default_options}
@@ -101,10 +99,6 @@ class Run:
     def distribution(self) -> str:
         origin = self.plugins.provenance("condenser", self.spec.condenser)
         return f"from {origin['distribution']} {origin['version']}"
-
-    def log(self, message: str) -> None:
-        if self.progress:
-            tqdm.write(message, file=sys.stderr)  # above the progress lines, not through them
 
     def _eval_backbone(self) -> Backbone:
         """What evaluation models are built from: the condensing backbone, or the spec's eval_backbone."""
@@ -144,6 +138,11 @@ class Run:
         the data lives is not (the data set's fingerprint is).
         """
         return stable_hash({**self.spec.to_dict(), "data_root": None, "condenser_config": self.condenser.config_dict()})
+
+    @property
+    def shape(self) -> tuple:
+        """`board.records.run_shape`: which earlier records say how long this run takes (the progress line's prior)."""
+        return run_shape(self.spec.condenser, self.condenser.config_dict(), self.spec.to_dict())
 
     @property
     def identity(self) -> str:
@@ -186,9 +185,8 @@ class Run:
         any weights are fetched."""
         dataset = self.dataset
         for backbone in dict.fromkeys([self.backbone, self.eval_backbone]):
-            backbone.prepare(progress=self.progress)
-        return (load_pairs(dataset, "train", self.backbone, self.progress),
-                load_pairs(dataset, self.spec.split, self.eval_backbone, self.progress))
+            backbone.prepare()
+        return load_pairs(dataset, "train", self.backbone), load_pairs(dataset, self.spec.split, self.eval_backbone)
 
     def load_data(self) -> tuple[ImageTextDataset, Pairs, Pairs]:
         self.check_budget()
@@ -198,40 +196,41 @@ class Run:
             protocol: TrainProtocol | None = None) -> None:
         """Train `model` the run's way (its protocol, device and augmentation), with a progress bar."""
         protocol = protocol or self.spec.protocol
-        with tqdm(total=protocol.steps, desc=label, disable=not self.progress, unit="step", leave=False) as bar:
+        with bar(protocol.steps, label, "step") as steps:
             train(model, data, protocol, seed, learned_lrs=lrs, device=self.device, augment=self.augment,
-                  progress=bar.update)
+                  on_step=steps.update)
 
 
 def run_from_config(path: str | None, defaults: dict[str, Any], flags: dict[str, Any],
-                    condenser_options: dict[str, Any] | None = None, progress: bool = True) -> Run:
+                    condenser_options: dict[str, Any] | None = None) -> Run:
     """The run a plugin command's `--config` file describes, resolved (`vlbench.config.spec_from_config`)."""
-    return Run(spec_from_config(path, defaults, flags, condenser_options), progress=progress)
+    return Run(spec_from_config(path, defaults, flags, condenser_options))
 
 
-def resolved(spec: RunSpec | Run, plugins: Registry | None = None, progress: bool = True) -> Run:
-    return spec if isinstance(spec, Run) else Run(spec, plugins, progress)
+def resolved(spec: RunSpec | Run, plugins: Registry | None = None) -> Run:
+    return spec if isinstance(spec, Run) else Run(spec, plugins)
 
 
 def recorded(spec: RunSpec | Run, results_dir: Path | str, plugins: Registry | None = None) -> RunRecord | None:
     """The newest record of this very run in `results_dir`, if it ran before."""
-    found = ResultsStore(Path(results_dir)).find(resolved(spec, plugins, progress=False).identity)
+    found = ResultsStore(Path(results_dir)).find(resolved(spec, plugins).identity)
     return found[-1] if found else None
 
 
 def run(spec: RunSpec | Run, results_dir: Path | str, progress: bool = True, plugins: Registry | None = None,
         history_dirs: Iterable[Path | str] = (), allow_dirty: bool = False) -> RunRecord:
     """Execute a run and append its record to the results store; returns the record. Earlier records
-    in `results_dir` and `history_dirs` of the same run shape give the progress line its expected times.
-    A directory git tracks takes only records of committed code (`allow_dirty`: any)."""
+    in `results_dir` and `history_dirs` of the same run (`Run.shape`) give the progress line its expected
+    times; `progress` False shows none. A directory git tracks takes only records of committed code
+    (`allow_dirty`: any)."""
     from vlbench.evaluation import Evaluation
-    from vlbench.progress import expected_stages, history, same_shape
     from vlbench.provenance import check_recordable, current_source
 
-    run_ = resolved(spec, plugins, progress)
+    run_ = resolved(spec, plugins)
     check_recordable(results_dir, current_source(), allow_dirty)  # before any work
-    expected = expected_stages(same_shape(history([results_dir, *history_dirs]), run_.spec)) if progress else None
-    record = RunRecord(Evaluation(run_).execute(expected))
+    with nullcontext() if progress else quiet():
+        expected = expected_stages(same_run(history([results_dir, *history_dirs]), run_.shape))
+        record = RunRecord(Evaluation(run_).execute(expected))
     check_recordable(results_dir, record["source"], allow_dirty)  # and again: the code may have changed meanwhile
     ResultsStore(Path(results_dir)).add(record)
     return record

@@ -111,12 +111,12 @@ def _slice(train_images: int, backbone: Backbone | str | None) -> _Slice:
     backbone = _backbone(backbone)
     key = (str(cache_dir()), train_images, backbone.id)
     if key not in _slices:
-        backbone.prepare(progress=False)  # its pretrained weights, as a run prepares them
+        backbone.prepare()  # its pretrained weights, as a run prepares them
         root = cache_dir() / "conformance" / f"synthscenes-v{GENERATOR_VERSION}-{train_images}"
         if not (root / "VERSION").is_file():
             generate(root, 0, train=train_images, val=0, test=0, pretrain=0)
         dataset = SynthScenes().load(root)
-        _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone, progress=False), backbone, SynthScenes.flip_safe)
+        _slices[key] = _Slice(dataset, load_pairs(dataset, "train", backbone), backbone, SynthScenes.flip_safe)
     return _slices[key]
 
 
@@ -143,7 +143,7 @@ def _context(data: _Slice, budget: int, seed: int, work_dir: Path,
     work_dir.mkdir(parents=True, exist_ok=True)
     return CondenseContext(
         dataset=copy.deepcopy(data.dataset), train=_copy_pairs(data.train), backbone=data.backbone, budget=budget,
-        seed=seed, device=torch.device("cpu"), protocol=PROTOCOL, work_dir=work_dir, progress=False,
+        seed=seed, device=torch.device("cpu"), protocol=PROTOCOL, work_dir=work_dir,
         reference_model=reference_model, flip_safe=data.flip_safe,
     )
 

@@ -22,10 +22,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from vlbench.api import TextEncoder, VLBenchError, stable_hash
 from vlbench.parallel import jobs, one_thread
+from vlbench.progress import bar, track
+
+
+def without_their_bars() -> None:
+    """Switch transformers' own tqdm bars off ("Loading weights"): vlbench's reporter shows the work, and a
+    tqdm bar would write carriage returns into a log."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def encode_device() -> torch.device:
@@ -59,7 +67,7 @@ def encode_workers() -> int:
 
 def encode_by_length(captions: list[str], token_counts: Callable[[list[str]], list[int]],
                      prepare: Callable[[list[str]], Any], forward: Callable[[Any], Tensor], dim: int,
-                     batch_size: int, progress: bool, desc: str, workers: int = 1) -> Tensor:
+                     batch_size: int, desc: str, workers: int = 1) -> Tensor:
     """(len(captions), dim) float32 CPU features: `forward(prepare(batch))` over batches of distinct captions.
 
     A batch holds captions of one token count (`token_counts`), so nothing is padded: the
@@ -86,13 +94,13 @@ def encode_by_length(captions: list[str], token_counts: Callable[[list[str]], li
 
     # one thread, set globally: the workers' ops run inline, each in its own thread
     with one_thread(), ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(unique), desc=desc, unit="caption", disable=not progress or len(batches) < 2) as bar:
+            bar(len(unique), desc, "caption") as encoded:
         pending: deque = deque()
 
         def collect():
             index, future = pending.popleft()
             out[index] = future.result()
-            bar.update(len(index))
+            encoded.update(len(index))
 
         for index in batches:  # at most 2 batches per worker prepared ahead: bounded memory
             pending.append((index, pool.submit(encode, prepare([unique[i] for i in index]))))
@@ -116,9 +124,9 @@ def train_mode(module: nn.Module):
         module.eval()
 
 
-def _batches(captions: list[str], batch_size: int, progress: bool, desc: str):
+def _batches(captions: list[str], batch_size: int, desc: str):
     starts = range(0, len(captions), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2):
+    for start in track(starts, len(starts), desc, "batch"):
         yield captions[start:start + batch_size]
 
 
@@ -132,6 +140,7 @@ class BertCLSEncoder(TextEncoder):
         self._loaded: tuple | None = None
 
     def _from_pretrained(self, cls):
+        without_their_bars()
         try:
             return cls.from_pretrained(self.model_name)
         except (OSError, ValueError) as e:  # ValueError: not a valid hub name either
@@ -156,12 +165,12 @@ class BertCLSEncoder(TextEncoder):
             self._loaded = self._from_pretrained(AutoTokenizer), model
         return self._loaded
 
-    def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
+    def encode(self, captions: list[str], batch_size: int = 256) -> Tensor:
         tokenizer, model = self._load()
         return encode_by_length(
             captions, lambda texts: [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]],
             lambda batch: tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(model.device),
-            lambda tokens: model(**tokens).last_hidden_state[:, 0], self.dim, batch_size, progress, "BERT",
+            lambda tokens: model(**tokens).last_hidden_state[:, 0], self.dim, batch_size, "BERT",
             workers=1 if model.device.type == "cuda" else encode_workers(),
         )
 
@@ -179,11 +188,11 @@ class OpenCLIPTextEncoder(TextEncoder):
         self.model, self.tokenizer, self.dim, self.id = model.eval(), tokenizer, dim, id
 
     @torch.no_grad()
-    def encode(self, captions: list[str], batch_size: int = 256, progress: bool = True) -> Tensor:
+    def encode(self, captions: list[str], batch_size: int = 256) -> Tensor:
         device = encode_device()
         self.model.to(device)
         out = [self.model.encode_text(self.tokenizer(batch).to(device)).float().cpu()
-               for batch in _batches(captions, batch_size, progress, "CLIP text")]
+               for batch in _batches(captions, batch_size, "CLIP text")]
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
     def train_mode_encode(self, captions: list[str], device: torch.device) -> Tensor:

@@ -146,13 +146,14 @@ def train(
     device: torch.device | str = "cpu",
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     on_epoch_end: Callable[[int, VLModel], None] | None = None,
-    progress: Callable[[int], None] | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> VLModel:
     """Train `model` in place for `steps` (default: protocol.steps) SGD steps.
 
     Batch order, augmentation and dropout draw from generators seeded with `seed` alone; `augment(pixels,
     generator)` gets each batch already on `device`. The forward runs at `protocol.precision`.
-    `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it).
+    `on_epoch_end(epoch, model)` is called after every full pass over the pairs (experts use it), `on_step()`
+    after every step (a progress bar's `update`).
     The loss is `clip_loss`, or the set's target loss (`TARGET_LOSSES`) on each batch's sub-matrix when
     `data.targets` is set.
     """
@@ -183,8 +184,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if progress is not None:
-                progress(1)
+            if on_step is not None:
+                on_step()
             if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
                 on_epoch_end((step + 1) // steps_per_epoch, model)
                 model.train()  # the callback may have evaluated the model

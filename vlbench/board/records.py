@@ -8,8 +8,8 @@ accessors for what the CLI, sweeps and progress estimates use.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
-import sys
 from datetime import datetime, timezone
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,12 +19,20 @@ from typing import Any
 from vlbench.core import stable_hash
 from vlbench.storage import atomic_write_json
 
+log = logging.getLogger(__name__)
+
 
 def run_identity(spec: Mapping[str, Any], condenser_config: Mapping[str, Any]) -> str:
     """How the results store recognises a run: its run key as if no condenser option were spelled out, the
     condenser's effective config saying what they are. An option spelled out at a value that is (or became)
     its default is then the same run as leaving it out. For a run that sets no option it is the run key."""
     return stable_hash({**spec, "data_root": None, "condenser_options": {}, "condenser_config": condenser_config})
+
+
+def run_shape(condenser: str, condenser_config: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple:
+    """What makes runs take about as long: the condenser and its effective config (options after defaults,
+    tuned choices and overrides), budget, backbone, data set and number of evaluation models."""
+    return (condenser, stable_hash(condenser_config), *(spec.get(k) for k in ("budget", "backbone", "dataset", "evals")))
 
 
 def new_run_id(run_key: str) -> str:
@@ -95,9 +103,8 @@ class RunRecord(Mapping):
 
     @property
     def shape(self) -> tuple:
-        """(condenser, budget, backbone, data set, evals): runs of one shape take about as long."""
-        spec = self._data["spec"]
-        return (self.condenser, *(spec.get(k) for k in ("budget", "backbone", "dataset", "evals")))
+        """`run_shape` of the recorded run."""
+        return run_shape(self.condenser, self._data["condenser"].get("config", {}), self._data["spec"])
 
     @property
     def mean_recall(self) -> tuple[float, float]:
@@ -162,7 +169,7 @@ class ResultsStore:
                 if not isinstance(record, dict) or "created" not in record or "run_id" not in record:
                     raise ValueError("not a run record (no run_id or created)")
             except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                print(f"vlbench: skipping unreadable record {path}: {e}", file=sys.stderr)
+                log.warning(f"skipping unreadable record {path}: {e}")
                 continue
             out.append(RunRecord(record))
         return sorted(out, key=lambda r: (r["created"], r.run_id))

@@ -19,7 +19,7 @@ from vlbench.board.render import FORMATS
 from vlbench.parallel import JOBS_HELP, set_jobs
 from vlbench.cli.plugins import add_plugin_commands, add_strict_flag, apply_strict_flag
 from vlbench.plugins import KINDS, Registry, registry
-from vlbench.progress import progress_as_log_lines
+from vlbench.progress import shown
 from vlbench.provenance import add_allow_dirty_flag
 from vlbench.board.records import RunRecord
 from vlbench.cli.reproduce import add_reproduce_command
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: Where `vlbench run` writes by default: a user directory, never the committed `results/`.
 DEFAULT_RESULTS = "runs"
 RUN_FLAGS = ("condenser", "budget", "dataset", "data_root", "backbone", "evals", "seed", "split", "device", "tuned")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+VERBOSE_HELP = "show debug messages too (or set VLBENCH_LOG to debug, info (default), warning or error)"
 
 
 def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def run_one(run_: Run, results: str, force: bool, allow_dirty: bool = False) -> 
     if record is not None:
         print(f"already recorded in {results}/records/{record.run_id}.json (pass --force to run it again)")
     else:
-        print(expected_time(spec, [results, DEFAULT_RESULTS, "results"]), flush=True)
+        print(expected_time(run_, [results, DEFAULT_RESULTS, "results"]), flush=True)
         record = run(run_, results, history_dirs=[DEFAULT_RESULTS, "results"], allow_dirty=allow_dirty)
         print(stage_summary(record))
     mean, std = record.mean_recall
@@ -116,14 +118,15 @@ def run_one(run_: Run, results: str, force: bool, allow_dirty: bool = False) -> 
           f"(record: {results}/records/{record.run_id}.json)")
 
 
-def expected_time(spec: RunSpec, results_dirs: list[str]) -> str:
-    """An overall ETA before a run starts: the median wall time of earlier records of this condenser,
-    budget, backbone and data set (cold caches take longer: the one-off work is in README.md)."""
+def expected_time(run_: Run, results_dirs: list[str]) -> str:
+    """An overall ETA before a run starts: the median wall time of earlier records of the same run (`Run.shape`:
+    condenser and its effective config, budget, backbone, data set; cold caches take longer: the one-off
+    work is in README.md)."""
     import statistics
 
-    from vlbench.progress import history, same_shape
+    from vlbench.progress import history, same_run
 
-    times = [sum(r.stage_seconds.values()) for r in same_shape(history(results_dirs), spec)]
+    times = [sum(r.stage_seconds.values()) for r in same_run(history(results_dirs), run_.shape)]
     if not times:
         return "expected time: unknown (no earlier record of this run; README.md lists the one-off costs)"
     return (f"expected time: about {statistics.median(times) / 60:.1f} min with warm caches "
@@ -216,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_strict_flag(parser)
     parser.add_argument("--traceback", action="store_true", help="print the full trace of an error, not one line")
     parser.add_argument("--jobs", type=int, metavar="N", help=JOBS_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="condense, train fresh models, evaluate, record")
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                      help="print the full trace of an error (a failing plugin, say), not one line")
     run.add_argument("--jobs", type=int, metavar="N", default=argparse.SUPPRESS, help=JOBS_HELP)
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     run.add_argument("--split", choices=SPLITS, help="split to evaluate on: test (default; report) or val (choose)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                      help="a condenser option (repeatable), typed by its default; see `vlbench list`")
@@ -288,18 +293,27 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as the shell reports any command whose reader went away
 
 
+def log_level(argv: list[str]) -> str:
+    """`-v`/`--verbose` anywhere: DEBUG; else $VLBENCH_LOG; else INFO (read before parsing: plugins log as they load)."""
+    if "-v" in argv or "--verbose" in argv:
+        return "DEBUG"
+    level = os.environ.get("VLBENCH_LOG", "info").upper()
+    if level not in LOG_LEVELS:
+        raise VLBenchError(f"VLBENCH_LOG={level.lower()} is not a log level; use one of {', '.join(LOG_LEVELS).lower()}")
+    return level
+
+
 def _main(argv: list[str] | None) -> int:
     argv, args = sys.argv[1:] if argv is None else argv, None
     try:
-        # Plugins add commands, so they load before parsing: strictly if the flag is anywhere.
-        registry(strict=True if "--strict-plugins" in argv else None)
-        args = build_parser().parse_args(argv)
-        apply_strict_flag(args)
-        if not sys.stderr.isatty():  # a log file, not a person watching
-            progress_as_log_lines()
-        if args.jobs is not None:
-            set_jobs(args.jobs)
-        return args.func(args)
+        with shown(log_level(argv)):  # messages and progress on stderr: a line on a terminal, log lines elsewhere
+            # Plugins add commands, so they load before parsing: strictly if the flag is anywhere.
+            registry(strict=True if "--strict-plugins" in argv else None)
+            args = build_parser().parse_args(argv)
+            apply_strict_flag(args)
+            if args.jobs is not None:
+                set_jobs(args.jobs)
+            return args.func(args)
     except VLBenchError as e:
         if getattr(args, "traceback", False):
             traceback.print_exception(e)

@@ -8,6 +8,7 @@ the embedded data set's tensor would hold.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from torch import Tensor
 from vlbench.api import ImageTextDataset
 from vlbench.artifacts import artifact_path, cached
 from vlbench.data.images import decode_images, normalize
+
+log = logging.getLogger(__name__)
 
 
 class ImageBank:
@@ -55,17 +58,15 @@ def stored_pixels(images: "Tensor | ImageBank") -> Tensor:
     return images.pixels if isinstance(images, ImageBank) else images
 
 
-def image_bank(dataset: ImageTextDataset, split: str, size: int, mean: Sequence[float], std: Sequence[float],
-               progress: bool = True) -> ImageBank:
+def image_bank(dataset: ImageTextDataset, split: str, size: int, mean: Sequence[float], std: Sequence[float]) -> ImageBank:
     """The split's images resized to size x size, decoded on first use and cached (a corrupt file names itself)."""
     name = f"{dataset.name}-{dataset.fingerprint}-{split}-{size}px.npy"
 
     def decode(paths: list, tmp: Path) -> None:
-        if progress:
-            print(f"decoding {len(paths)} {split} images at {size} px (once; cached in {tmp.parent})")
+        log.info(f"decoding {len(paths)} {split} images at {size} px (once; cached in {tmp.parent})")
         # Decode straight into the file: COCO's train split never has to fit in memory twice.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        decode_images(paths, size, out=out, progress=progress)
+        decode_images(paths, size, out=out)
         out.flush()
         del out
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
-from tqdm import tqdm
 
 from vlbench.api import ImageTextDataset, VLBenchError
 from vlbench.data.images import read_rgb
 from vlbench.data.sources import size_mismatches
+from vlbench.progress import track
 
 MAX_LISTED = 20  # paths listed per kind of problem; the rest are counted
 
@@ -45,15 +45,14 @@ def _decode_error(path: Path) -> str | None:
     return None
 
 
-def check_dataset(dataset: ImageTextDataset, expected: dict[str, int] | None = None, progress: bool = True) -> DataReport:
+def check_dataset(dataset: ImageTextDataset, expected: dict[str, int] | None = None) -> DataReport:
     """Look for every image of every split and decode each one that exists."""
     report = DataReport(dataset, expected or {})
     paths = [p for split in dataset.splits.values() for p in split.image_paths]
     report.missing = [p for p in paths if not p.is_file()]
     present = [p for p in paths if p.is_file()]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        errors = tqdm(pool.map(_decode_error, present, chunksize=64), total=len(present), desc="decoding images",
-                      unit="img", disable=not progress)
+        errors = track(pool.map(_decode_error, present, chunksize=64), len(present), "decoding images", "img")
         report.unreadable = [e for e in errors if e is not None]
     return report
 

@@ -3,12 +3,14 @@ back by the same `read_karpathy` as Flickr30K and COCO."""
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from vlbench.api import ImageTextDataset, VLBenchError
 from vlbench.data.karpathy import read_karpathy
+
+log = logging.getLogger(__name__)
 
 
 def load_built(name: str, root: Path, version: str, build: Callable[[Path], None], annotations: str,
@@ -16,7 +18,7 @@ def load_built(name: str, root: Path, version: str, build: Callable[[Path], None
     """Build into `root` if absent (`build` writes a VERSION file), refuse a foreign directory or another
     builder's version, read the Karpathy file `annotations` with images in root/images."""
     if not root.exists():
-        print(f"vlbench: {verb} the {name} data set in {root}", file=sys.stderr)
+        log.info(f"{verb} the {name} data set in {root}")
         build(root)
     version_file = root / "VERSION"
     if not version_file.is_file():

@@ -10,11 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from vlbench.api import VLBenchError
+from vlbench.progress import bar
 
-PROGRESS_MIN_IMAGES = 2000  # smaller sets load in a moment: no bar
 _CHUNK = 256
 
 
@@ -34,7 +33,7 @@ def _read(path: Path, size: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def decode_images(paths: Sequence[Path], size: int, out: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+def decode_images(paths: Sequence[Path], size: int, out: np.ndarray | None = None) -> np.ndarray:
     """Decode and resize to size x size (bicubic) into `out`: uint8 (N, size, size, 3), allocated if None."""
     if out is None:
         out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
@@ -47,19 +46,17 @@ def decode_images(paths: Sequence[Path], size: int, out: np.ndarray | None = Non
 
     # Threads pay off on photos (PIL releases the GIL while decoding); chunks keep the
     # per-task overhead negligible on tiny PNGs.
-    bar = tqdm(total=len(paths), desc="loading images", unit="img",
-               disable=not progress or len(paths) <= PROGRESS_MIN_IMAGES)
-    with bar, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with bar(len(paths), "loading images", "img") as loaded, \
+            ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for n in pool.map(fill, range(0, len(paths), _CHUNK)):
-            bar.update(n)
+            loaded.update(n)
     return out
 
 
 def load_images(
-    paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float], progress: bool = True
-) -> Tensor:
+    paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Decode, resize to size x size (bicubic) and normalise: float32 (N, 3, size, size)."""
-    out = decode_images(paths, size, progress=progress)
+    out = decode_images(paths, size)
     return normalize(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), mean, std)
 
 

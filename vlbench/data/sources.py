@@ -7,7 +7,7 @@ are in docs/data.md.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -17,6 +17,7 @@ from vlbench.data.blip import blip_entries
 from vlbench.data.karpathy import Entry, build_dataset, karpathy_entries, read_json
 
 DOCS = "docs/data.md"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class KarpathySource(DatasetSource):
         root = self._root(data_root)
         dataset = self.annotations(root).build(self.name, root, cleaning=self.config.caption_cleaning)
         for problem in size_mismatches(dataset, self.expected_images):
-            print(f"vlbench: warning: {problem}: results are not comparable to published ones "
-                  f"(`vlbench data check {self.name}` lists what is wrong)", file=sys.stderr)
+            log.warning(f"{problem}: results are not comparable to published ones "
+                        f"(`vlbench data check {self.name}` lists what is wrong)")
         return dataset
 
     def _root(self, data_root: Path | None) -> Path:

@@ -7,9 +7,9 @@ out of memory, past its time limit): the function is expected to catch its own e
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import subprocess
-import sys
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,6 +21,7 @@ from vlbench.core import VLBenchError
 from vlbench.parallel import set_jobs, share
 from vlbench.storage import atomic_write_json
 
+log = logging.getLogger(__name__)
 EXECUTORS = ("local", "submitit-local", "slurm")
 
 
@@ -110,8 +111,8 @@ class Submitit(Executor):
                     _write_note(notes[i], job)
             ids = [job.job_id for job in submitted]
             ids = " ".join(ids if len(ids) <= 4 else [*ids[:2], "...", ids[-1]])
-            print(f"submitted {count(len(submitted), self.cluster + ' job')}: {ids} "
-                  f"(log: {submitted[0].paths.stdout}{', ...' if len(submitted) > 1 else ''})", file=sys.stderr)
+            log.info(f"submitted {count(len(submitted), self.cluster + ' job')}: {ids} "
+                     f"(log: {submitted[0].paths.stdout}{', ...' if len(submitted) > 1 else ''})")
         for i, result in self._finished(jobs):
             yield items[i], result
 
@@ -151,7 +152,7 @@ class Slurm(Submitit):
             message = f"cannot read the SLURM queue (squeue: {detail.strip().splitlines()[0]}); still waiting"
             if message not in self._warned:  # once, not once per poll
                 self._warned.add(message)
-                print(message, file=sys.stderr)
+                log.warning(message)
             return None
         return dict(line.split("|", 1) for line in out.split())
 
@@ -163,8 +164,8 @@ class Slurm(Submitit):
         jobs = {i: _submitit().SlurmJob(folder=n["folder"], job_id=n["job_id"])
                 for i, n in noted.items() if queue.get(n["job_id"], "COMPLETED") not in FINISHED}
         if jobs:
-            print(f"waiting for {count(len(jobs), 'job')} submitted earlier and still in the queue: "
-                  f"{' '.join(job.job_id for job in jobs.values())}", file=sys.stderr)
+            log.info(f"waiting for {count(len(jobs), 'job')} submitted earlier and still in the queue: "
+                     f"{' '.join(job.job_id for job in jobs.values())}")
         return jobs
 
     def _finished(self, jobs):

@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import traceback
+import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +32,11 @@ from typing import Any, Callable
 from vlbench.config import expand, read_sweep
 from vlbench.core import RunSpec, VLBenchError, cache_dir, stable_hash
 from vlbench.board.records import ResultsStore
+from vlbench.progress import quiet
 from vlbench.storage import file_lock
 from vlbench.sweep.executors import EXECUTORS, Executor, JobDied, count
+
+log = logging.getLogger(__name__)
 
 
 
@@ -128,7 +132,7 @@ def make_plan(sweep: Sweep) -> Plan:
     for spec in specs:
         where = stable_hash([spec.dataset, spec.data_root, spec.dataset_options])
         try:
-            run = Run(spec, progress=False, dataset=datasets.get(where))
+            run = Run(spec, dataset=datasets.get(where))
             datasets[where] = run.dataset
             run.check_budget()
         except VLBenchError as e:
@@ -183,7 +187,8 @@ def execute(task: Task, progress: bool = False) -> Outcome:
     try:
         if task.kind != "run":
             with file_lock(task.beside_lock(".lock"), wait=True):
-                prepare(Run(task.spec, progress=progress), [task.stage] if task.stage else [])
+                with nullcontext() if progress else quiet():
+                    prepare(Run(task.spec), [task.stage] if task.stage else [])
                 task.beside_lock(".done").touch()
             return Outcome("ok", "prepared")
         store = ResultsStore(task.results)
@@ -196,7 +201,7 @@ def execute(task: Task, progress: bool = False) -> Outcome:
         mean, std = record.mean_recall
         return Outcome("ok", f"mean recall {mean:.1f} ± {std:.1f} (record {record.run_id})")
     except Exception as e:
-        traceback.print_exc()  # the whole story goes to the job's log; the sweep shows one line
+        log.exception(f"{task.label} failed")  # the whole story goes to the job's log; the sweep shows one line
         return Outcome("failed", str(e).splitlines()[0] if isinstance(e, VLBenchError) else f"{type(e).__name__}: {e}")
 
 

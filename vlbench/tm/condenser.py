@@ -133,7 +133,7 @@ class TMCondenser(Condenser):
         self.check_model(backbone.build(0))
         buffer = ExpertBuffer.locate(ctx.dataset.fingerprint, backbone.id, self.expert_spec(ctx))
         trajectories = buffer.build(self.config.num_experts, functools.partial(backbone.build, device=ctx.device), ctx.train,
-                                    ctx.device, ctx.progress, backbone.text_encoder)
+                                    ctx.device, backbone.text_encoder)
         return backbone, trajectories
 
     # ----------------------------------------------------------------- the distillation
@@ -166,8 +166,7 @@ class TMCondenser(Condenser):
         weight_decay, momentum = self.inner_sgd(ctx.protocol)
         learnables, loss = self.learnables(ctx, setup)
         return Distiller(Student(setup.backbone.build(0, ctx.device)), setup.trajectories, setup.images, setup.text, c,
-                         ctx.seed, ctx.work_dir / "tm_state.pt", weight_decay, momentum, ctx.device, ctx.progress,
-                         learnables, loss)
+                         ctx.seed, ctx.work_dir / "tm_state.pt", weight_decay, momentum, ctx.device, learnables, loss)
 
     def result(self, ctx: CondenseContext, setup: Setup, distiller: Distiller) -> CondensedSet:
         """The condensed set of a finished distillation (a method adds what it learned)."""
@@ -184,7 +183,7 @@ class TMCondenser(Condenser):
     def condense(self, ctx: CondenseContext) -> CondensedSet:
         setup = self.setup(ctx)
         distiller = self.distiller(ctx, setup)
-        distiller.run(setup.bounds)
+        distiller.run(setup.bounds, ctx.progress)
         return self.result(ctx, setup, distiller)
 
 

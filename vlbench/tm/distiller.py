@@ -15,17 +15,18 @@ rollback and checkpoints as the pixels and text.
 from __future__ import annotations
 
 import functools
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.profiler import record_function
-from tqdm import tqdm
 
 from vlbench.api import SIDES, VLBenchError, derived_seed, option
+from vlbench.progress import Bar, bar
 from vlbench.spaces import Choice, LogUniform
 from vlbench.storage import atomic_path
 from vlbench.tm import inner
@@ -34,6 +35,7 @@ from vlbench.tm.inner import BatchLoss, Student
 from vlbench.tm.tesla import unroll_tesla
 
 MAX_CONSECUTIVE_ROLLBACKS = 10
+log = logging.getLogger(__name__)
 
 
 #: Values of the switches, the default first: vlbench's semantics, then the official code's (`unroll` aside).
@@ -134,14 +136,14 @@ class Distiller:
 
     def __init__(self, student: Student, trajectories: list[Trajectory], images: Tensor, text: Tensor,
                  config: DistillConfig, seed: int, state_path: Path, weight_decay: float = 0.0,
-                 inner_momentum: float = 0.0, device: torch.device | str = "cpu", progress: bool = True,
+                 inner_momentum: float = 0.0, device: torch.device | str = "cpu",
                  learnables: Mapping[str, Learnable] | None = None, loss: BatchLoss | None = None):
         last_start = config.start_epoch_choices - 1
         if last_start + config.expert_epochs >= min(len(t) for t in trajectories):
             raise VLBenchError(f"start epochs up to {last_start} + expert_epochs {config.expert_epochs} need "
                                f"experts with more than {min(len(t) for t in trajectories) - 1} epochs")
         self.student, self.trajectories, self.config, self.seed = student, trajectories, config, seed
-        self.state_path, self.device, self.progress = Path(state_path), torch.device(device), progress
+        self.state_path, self.device = Path(state_path), torch.device(device)
         self.weight_decay, self.inner_momentum = weight_decay, inner_momentum
         self.images = images.detach().clone().to(self.device).requires_grad_(True)
         self.text = text.detach().clone().to(self.device).requires_grad_(True)
@@ -280,7 +282,7 @@ class Distiller:
         self.rollbacks.append({"iteration": self.iteration, "loss": loss, **{f"lr_{s}": v for s, v in self.lrs.items()}})
         message = (f"tm: non-finite matching loss ({loss}) at iteration {self.iteration}: rolled back, halved the "
                    f"learning rates (inner now {', '.join(f'{s} {v:.3g}' for s, v in self.lrs.items())})")
-        tqdm.write(message)
+        log.warning(message)
         return {}
 
     @torch.no_grad()
@@ -297,19 +299,19 @@ class Distiller:
         if self.config.clamp_lrs:
             self.lr_param.clamp_(self._to_param(self.config.lr_min), self._to_param(self.config.lr_max))
 
-    def run(self, bounds: Bounds) -> None:
-        if self.resume() and self.progress:
-            tqdm.write(f"tm: resuming at iteration {self.iteration} from {self.state_path}")
-        bar = tqdm(total=self.config.iterations, initial=self.iteration, desc="trajectory matching", unit="it",
-                   disable=not self.progress)
-        while self.iteration < self.config.iterations:
-            losses = self.step(bounds)
-            if losses:
-                bar.update()
-                bar.set_postfix(loss=f"{sum(losses.values()):.3f}", **{f"lr_{s}": f"{v:.3g}" for s, v in self.lrs.items()})
-                if self.iteration % self.config.checkpoint_every == 0:
-                    self.save()
-        bar.close()
+    def run(self, bounds: Bounds, progress: Callable[..., Bar] = bar) -> None:
+        """Distil to `config.iterations` (from the last checkpoint, if any), with a bar from `progress` (the
+        condenser's `ctx.progress`)."""
+        if self.resume():
+            log.info(f"tm: resuming at iteration {self.iteration} from {self.state_path}")
+        with progress(self.config.iterations, "trajectory matching", "it", initial=self.iteration) as iterations:
+            while self.iteration < self.config.iterations:
+                losses = self.step(bounds)
+                if losses:
+                    iterations.update(note=f"loss {sum(losses.values()):.3f} " +
+                                      " ".join(f"lr_{s} {v:.3g}" for s, v in self.lrs.items()))
+                    if self.iteration % self.config.checkpoint_every == 0:
+                        self.save()
         self.save()
 
 

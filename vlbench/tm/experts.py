@@ -10,7 +10,6 @@ from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from vlbench import costs
 from vlbench.api import (
@@ -18,6 +17,7 @@ from vlbench.api import (
 )
 from vlbench.data.transforms import Augment, expert_augment
 from vlbench.parallel import Pool, pool_workers
+from vlbench.progress import bar
 from vlbench.provenance import tensors_sha256
 from vlbench.storage import atomic_save_tensors, atomic_write_json, file_lock
 from vlbench.train import TrainData, train
@@ -119,8 +119,7 @@ class ExpertBuffer:
         return all(len(self.trajectory(i)) > self.spec.epochs for i in range(num))
 
     def build(self, num: int, make_model: Callable[[int], VLModel], train_pairs: Pairs,
-              device: torch.device | str = "cpu", progress: bool = True,
-              text_encoder: TextEncoder | None = None) -> list[Trajectory]:
+              device: torch.device | str = "cpu", text_encoder: TextEncoder | None = None) -> list[Trajectory]:
         """Train what is missing of `num` experts x `spec.epochs` epochs; return the trajectories
         (`text_encoder`: the backbone's, which "live" expert text needs).
 
@@ -132,15 +131,14 @@ class ExpertBuffer:
                 costs.reusing("expert_buffer", self.directory)
             else:
                 with costs.building("expert_buffer", self.directory):  # a resumed build is charged its last part
-                    self._build(trajectories, make_model, self.spec.train_data(train_pairs, text_encoder), device,
-                                progress)
+                    self._build(trajectories, make_model, self.spec.train_data(train_pairs, text_encoder), device)
         used = [t[: self.spec.epochs + 1] for t in trajectories]
         costs.content(self.directory, tensors_sha256({f"{i}/{e}/{name}": value for i, t in enumerate(used)
                                                       for e, ckpt in enumerate(t) for name, value in ckpt.items()}))
         return used
 
-    def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], data: TrainData, device,
-               progress: bool) -> None:
+    def _build(self, trajectories: list[Trajectory], make_model: Callable[[int], VLModel], data: TrainData,
+               device) -> None:
         """Extend the loaded `trajectories` in place to `spec.epochs` epochs each.
 
         Experts are independent: they train on a pool of single-threaded workers (vlbench/parallel.py), each
@@ -150,17 +148,16 @@ class ExpertBuffer:
         todo = [i for i, t in enumerate(trajectories) if len(t) <= self.spec.epochs]
         missing = sum(self.spec.epochs + 1 - len(trajectories[i]) for i in todo)
         workers = pool_workers(len(todo), torch.device(device).type)
-        bar = tqdm(total=missing, desc=f"expert buffer ({num} x {self.spec.epochs} epochs)", unit="epoch",
-                   disable=not progress or missing == 0)
-        on_epoch = bar.update if workers == 1 else None  # a worker's epochs are counted when its expert is done
+        epochs = bar(missing, f"expert buffer ({num} x {self.spec.epochs} epochs)", "epoch")
+        on_epoch = epochs.update if workers == 1 else None  # a worker's epochs are counted when its expert is done
         pool = Pool(workers, _share_train_data, (data,))
         extend = functools.partial(self._extend, make_model=make_model, device=device, on_epoch=on_epoch)
         for k, trajectory in pool.map(extend, [(i, trajectories[i]) for i in todo]):
             if on_epoch is None:
-                bar.update(len(trajectory) - len(trajectories[todo[k]]))
+                epochs.update(len(trajectory) - len(trajectories[todo[k]]))
             trajectories[todo[k]][:] = trajectory
             self._write_manifest(num, trajectory)
-        bar.close()
+        epochs.close()
 
     def _extend(self, item: tuple[int, Trajectory], make_model: Callable[[int], VLModel], device,
                 on_epoch: Callable[[], object] | None) -> Trajectory:
