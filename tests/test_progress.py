@@ -73,6 +73,7 @@ def test_a_runs_shape_is_its_effective_condenser_config():
 
 
 def test_the_run_line_reads_the_live_bar_of_the_current_stage():
+    assert RunLine("random@5", evals=1).text(None) == "run random@5: prepare · eval 0/1"  # nothing known: no ETA
     line = RunLine("tm-lora@100", evals=5, expected={"condense": 300, "evaluate": 60})
     line.stage("condense")
     reporter = Reporter()

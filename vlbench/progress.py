@@ -166,8 +166,10 @@ class RunLine:
             now.live_is_whole = evaluating and now.live_left is not None  # before a rate it is no estimate
         if not evaluating:
             parts.append(f"eval 0/{self.evals}")
-        ahead = [self.times[n] for n in STAGES[STAGES.index(self.current):]]
-        return f"run {self.label}: {' · '.join(parts)} · {format_eta(*eta(ahead))}"
+        left, complete = eta([self.times[n] for n in STAGES[STAGES.index(self.current):]])
+        if left or complete:  # "ETA ≥0s" says nothing
+            parts.append(format_eta(left, complete))
+        return f"run {self.label}: {' · '.join(parts)}"
 
 
 class Reporter:
