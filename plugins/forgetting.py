@@ -11,6 +11,7 @@ import torch
 
 from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option, stable_hash
 from vlbench.artifacts import cached
+from vlbench.core import FULL_DATA_LR
 from vlbench.coreset import check_learned, correctness_history, forgetting_counts, most_forgotten, training_steps
 from vlbench.spaces import IntRange, LogUniform
 from vlbench.stages import Stage, StageInput
@@ -26,9 +27,7 @@ HISTORY = CodeVersion("forgetting_history", 1, ("vlbench_plugins.forgetting", "v
 class ForgettingConfig:
     epochs: int = option(6, "epochs of full-data training; forgetting events happen between consecutive ones",
                          search=IntRange(2, 10))
-    # 0.03, the protocol's, is chosen for small sets and diverged on all pairs for one of three seeds
-    # (docs/coresets.md).
-    lr: float | None = option(0.01, "full-data training lr: full's, chosen on val (docs/protocol.md); "
+    lr: float | None = option(FULL_DATA_LR, "full-data training lr: full's, chosen on val (docs/protocol.md); "
                                     "null: the protocol's", search=LogUniform(0.001, 0.1))
 
     def __post_init__(self):

@@ -11,12 +11,13 @@ import math
 from dataclasses import dataclass
 
 from vlbench.api import CondensedSet, CondenseContext, Condenser, TrainProtocol, VLBenchError, option
+from vlbench.core import FULL_DATA_LR
 
 
 @dataclass
 class FullDataConfig:
     epochs: float = option(8.0, "passes over the training pairs; chosen on val (docs/protocol.md)")
-    lr: float | None = option(0.01, "learning rate; null: the protocol's; chosen on val (docs/protocol.md)")
+    lr: float | None = option(FULL_DATA_LR, "learning rate; null: the protocol's; chosen on val (docs/protocol.md)")
 
     def __post_init__(self):
         if not self.epochs > 0 or (self.lr is not None and not self.lr > 0):

@@ -91,6 +91,20 @@ def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
     assert record["protocol"]["evaluation"]["steps"] == 20 and record["protocol"]["evaluation"]["lr"] == 0.01
 
 
+def test_the_coresets_reference_model_trains_on_every_pair_at_the_full_data_lr(env, monkeypatch):
+    import vlbench.runner as runner
+    from vlbench.core import FULL_DATA_LR
+
+    trained = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda model, data, protocol, *a, **kw: trained.append((len(data), protocol.lr))
+                        or real_train(model, data, protocol, *a, **kw))
+    base, config = env
+    assert main(["run", "--condenser", "herding", "--budget", "10", "--config", str(config), "--evals", "1",
+                 "--results", str(base / "herding-results")]) == 0
+    assert trained == [(300, FULL_DATA_LR), (10, 0.03)]  # the reference model, then the evaluation model
+
+
 def test_evaluation_uses_the_split_asked_for(env, monkeypatch):
     import vlbench.evaluation as evaluation
 

@@ -3,8 +3,10 @@ import torch
 
 from vlbench.api import Pairs, TrainProtocol, VLBenchError
 from vlbench.coreset import (
-    check_learned, correctness_history, forgetting_counts, herding, kcenter_greedy, most_forgotten, pair_features, probe_correct,
+    check_learned, check_reference, correctness_history, forgetting_counts, herding, kcenter_greedy, most_forgotten,
+    pair_features, probe_correct,
 )
+from vlbench.train import TrainData, train
 from vlbench.modules import DualEncoder
 
 
@@ -188,6 +190,19 @@ def test_a_diverged_history_is_refused_not_ranked():
     learned = diverged.clone()
     learned[3:, :1000] = True  # a model that rose well above chance
     check_learned(learned, batch_size=128)
+
+
+def test_a_reference_model_that_never_learned_is_refused_and_a_trained_one_passes():
+    # Protocol v2's reference models for seeds 1 and 2 (300 steps at lr 0.03 on all pairs) ended at val mean
+    # recall 2.4 and 0.9 (seed 0: 86.1): herding and k-center then selected with noise.
+    pairs, model = tiny_pairs(), tiny_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # every pair embeds alike: nothing is retrieved above chance
+    with pytest.raises(VLBenchError, match=r"reference model \(seed 3\) diverged .*FULL_DATA_LR"):
+        check_reference(model, pairs, batch_size=8, seed=3)
+    trained = train(tiny_model(), TrainData.from_pairs(pairs), TrainProtocol(batch_size=8, lr=0.1, steps=60), seed=0)
+    check_reference(trained, pairs, batch_size=8, seed=3)
 
 
 def test_the_history_trains_at_its_own_lr_and_is_cached_by_it():

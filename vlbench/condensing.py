@@ -6,6 +6,7 @@ an interrupted attempt resumes from; everything else goes through `vlbench.artif
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Iterable
 from vlbench import costs, validation
 from vlbench.api import CondensedSet, CondenseContext, Pairs, PluginError, VLBenchError, VLModel, cache_dir
 from vlbench.artifacts import cached
+from vlbench.core import FULL_DATA_LR
+from vlbench.coreset import check_reference
 from vlbench.parallel import one_thread
 from vlbench.stages import StageInput, reference_key
 from vlbench.storage import atomic_write_json, file_lock, save_tensors
@@ -52,13 +55,16 @@ def prepare(run: Run, stages: Iterable[str] = ()) -> None:
 
 
 def reference_model(run: Run, train_pairs: Pairs, seed: int) -> VLModel:
-    """A model trained on all training pairs with the shared trainer; cached per seed."""
+    """A model trained on all training pairs with the shared trainer (the protocol's steps at FULL_DATA_LR),
+    checked to have learned; cached per seed."""
     key = reference_key(StageInput(run.dataset, run.backbone, seed, run.spec.protocol), seed)
 
     def train_one() -> VLModel:
         log.info(f"training a full-data reference model (seed {seed}; cached in {cache_dir() / 'reference'})")
         model = run.backbone.build(seed, run.device)
-        run.fit(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}")
+        protocol = dataclasses.replace(run.spec.protocol, lr=FULL_DATA_LR)
+        run.fit(model, TrainData.from_pairs(train_pairs), seed, None, f"reference model seed {seed}", protocol)
+        check_reference(model, train_pairs, protocol.batch_size, seed, run.device)
         return model
 
     return cached("reference", f"{run.dataset.name}-{key}.safetensors", train_one,

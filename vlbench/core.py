@@ -188,6 +188,12 @@ class TrainProtocol:
         return f"v{self.version}-{stable_hash(self.to_dict(), 6)}"
 
 
+#: The lr for training on all training pairs, chosen on val for `full` (scripts/tune_full_epochs.py,
+#: docs/protocol.md): the protocol's 0.03 is chosen for small sets and diverges on all pairs for some seeds.
+#: `full`, forgetting's history and the coresets' reference model train at it.
+FULL_DATA_LR = 0.01
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One benchmark run: condense once, train `evals` fresh models, evaluate on `split` (immutable)."""

@@ -195,12 +195,21 @@ def forgetting_counts(correct: Tensor) -> Tensor:
     return (correct[:-1] & ~correct[1:]).sum(0)
 
 
-def check_learned(correct: Tensor, batch_size: int) -> None:
-    """Refuse a history whose model never rose above chance: its forgetting events would be noise."""
+def check_learned(correct: Tensor, batch_size: int, what: str = "forgetting: the full-data training run",
+                  fix: str = "lower the condenser option `lr`") -> None:
+    """Refuse a model (or history) that never rose above chance: what it selects with would be noise."""
     accuracy, chance = correct.float().mean().item(), 1 / batch_size
     if accuracy < 2 * chance:
-        raise VLBenchError(f"forgetting: the full-data training run diverged (mean probe accuracy {accuracy:.3f}, "
-                           f"chance {chance:.3f}); lower the condenser option `lr`")
+        raise VLBenchError(f"{what} diverged (mean probe accuracy {accuracy:.3f}, chance {chance:.3f}); {fix}")
+
+
+def check_reference(model: VLModel, pairs: Pairs, batch_size: int, seed: int, device: torch.device | str = "cpu") -> None:
+    """Refuse a full-data reference model that retrieves its own training pairs no better than chance."""
+    batch_size = min(batch_size, len(pairs))
+    correct = probe_correct(*embed(model, pairs, device), pairs.pair_image, probe_batches(len(pairs), batch_size, seed))
+    check_learned(correct, batch_size, f"the full-data reference model (seed {seed})",
+                  "nothing was cached; lower vlbench.core.FULL_DATA_LR and choose it again on val "
+                  "(scripts/tune_full_epochs.py)")
 
 
 def most_forgotten(counts: Tensor, budget: int, seed: int) -> Tensor:
