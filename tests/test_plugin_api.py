@@ -38,5 +38,5 @@ def test_random_pairs_are_randoms_set_and_a_seeded_draw(tmp_path):
     assert torch.equal(condensed.source_indices, picked)
     # the draw `random` has always made, so its committed records keep their numbers
     assert picked.tolist() == torch.randperm(200, generator=torch.Generator().manual_seed(3))[:10].tolist()
-    with pytest.raises(vlbench.VLBenchError, match="between 1 and the 200 pairs"):
+    with pytest.raises(vlbench.VLBenchError, match="between 1 and the 200 training pairs"):
         vlbench.random_pairs(make_context(tmp_path, budget=201))
