@@ -77,6 +77,7 @@ class ForgettingHistory(Stage):
     """The probe outcomes of one full-data training run, shared by forgetting runs at every budget."""
 
     name = "forgetting_history"
+    code_version = HISTORY
 
     def key(self, condenser: Forgetting, run: StageInput | CondenseContext) -> str:
         return stable_hash([run.dataset.fingerprint, run.backbone.id, run.protocol.id, run.seed, condenser.config.epochs,

@@ -70,3 +70,23 @@ def test_the_context_checks_its_budget_against_its_training_pairs():
         ctx.budget = budget
         with pytest.raises(VLBenchError, match=f"between 1 and the 3 training pairs, got {budget}"):
             ctx.check_budget()
+
+
+def test_a_set_is_keyed_by_the_versions_of_the_stages_it_was_made_from(tmp_path, monkeypatch):
+    # herding's sets were reused after the reference model's builder changed (reference_model 1 -> 2), because
+    # the set's key named the condenser's code and not the reference model's.
+    import dataclasses
+
+    from vlbench.data.synthscenes import generate
+    from vlbench.runner import Run
+    from vlbench.stages import ReferenceModel
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+    generate(tmp_path / "data", seed=0, train=24, val=0, test=12, pretrain=0)
+
+    def key(condenser: str, version: int) -> str:
+        monkeypatch.setattr(ReferenceModel, "code_version", dataclasses.replace(ReferenceModel.code_version, number=version))
+        return Run(RunSpec(condenser=condenser, budget=6, data_root=str(tmp_path / "data"))).condense_key
+
+    assert key("herding", 2) != key("herding", 3) != key("herding", 1)
+    assert key("random", 2) == key("random", 3)  # random uses no reference model

@@ -155,10 +155,14 @@ class Run:
         """The condensed set's identity in the cache: what determines it, and nothing that only evaluates it."""
         version = self.plugins.provenance("condenser", self.spec.condenser)["version"]
         code = self.condenser_cls.code_version  # at version 1 (or none) the key is the one sets had before versions
+        # what the set was made from: the versions of its shared stages' builders (likewise absent at version 1)
+        stages = {name: stage.code_version.key() for name, stage in sorted(self.shared.items())
+                  if stage.code_version and stage.code_version.key()}
         return stable_hash({
             "condenser": self.spec.condenser, "version": version, "config": self.condenser.config_dict(),
             "dataset": self.dataset.fingerprint, "backbone": self.backbone.id, "budget": self.spec.budget,
             "seed": self.spec.seed, "protocol": self.spec.protocol.id, **({"code": code.key()} if code and code.key() else {}),
+            **({"stages": stages} if stages else {}),
         })
 
     @property

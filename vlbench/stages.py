@@ -42,6 +42,9 @@ class Stage(ABC):
     """Cached work shared by runs: registered by name, named by condensers in `requires`."""
 
     name: ClassVar[str]
+    #: The version of the code that builds it. A set condensed from the stage's output is keyed by it too
+    #: (Run.condense_key), so that bumping it rebuilds those sets instead of reusing ones made from the old build.
+    code_version: ClassVar[CodeVersion | None] = None
 
     @abstractmethod
     def key(self, condenser: Condenser, run: StageInput | CondenseContext) -> str:
@@ -60,6 +63,7 @@ class ReferenceModel(Stage):
     """The full-data model coresets select with: `ctx.reference_model(seed)`, trained by the runner and cached."""
 
     name = "reference_model"
+    code_version = REFERENCE_MODEL
 
     def key(self, condenser: Condenser, run: StageInput | CondenseContext) -> str:
         return reference_key(run, run.seed)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from vlbench.api import Backbone, CondenseContext
 from vlbench.core import stable_hash
 from vlbench.stages import Stage, StageInput
-from vlbench.tm.experts import ExpertBuffer
+from vlbench.tm.experts import EXPERT_BUFFER, ExpertBuffer
 
 
 class ExpertBufferStage(Stage):
     name = "expert_buffer"
+    code_version = EXPERT_BUFFER
 
     def key(self, condenser, run: StageInput | CondenseContext) -> str:
         buffer = ExpertBuffer.locate(run.dataset.fingerprint, condenser.variant(run.backbone).id, condenser.expert_spec(run))
