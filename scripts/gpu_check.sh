@@ -74,6 +74,7 @@ from vlbench.evaluation import Evaluation  # noqa: E402
 from vlbench.runner import Run  # noqa: E402
 from vlbench.config import expand, read_sweep  # noqa: E402
 from vlbench.tm.distiller import Distiller  # noqa: E402
+from vlbench.progress import quiet  # noqa: E402
 
 base = expand(read_sweep("configs/flickr30k-tm-official.yaml")["grid"])[0]
 # clamp_lrs: the one switch off the official value; it changes no timing. Random weights on random
@@ -104,16 +105,17 @@ def step(self, bounds):  # times every outer iteration, synchronised
     return out
 
 
-def run(self, bounds):  # the distillation's own peak memory, apart from experts and evaluation
+def run(self, bounds, *args, **kwargs):  # the distillation's own peak memory, apart from experts and evaluation
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    timed_run(self, bounds)
+    timed_run(self, bounds, *args, **kwargs)
     if cuda:
         distill_peak["GiB"] = torch.cuda.max_memory_allocated() / 2**30
 
 
 Distiller.step, Distiller.run = step, run
-record = Evaluation(Run(spec, progress=False)).execute()
+with quiet():
+    record = Evaluation(Run(spec)).execute()
 
 c = spec.condenser_options
 print(f"gpu_check: device {record['device']}, torch {torch.__version__}"

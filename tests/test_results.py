@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from vlbench.board.records import ResultsStore, new_run_id
+from vlbench.core import stable_hash
 
 
 def make_record(run_key="abcd1234abcd1234", created="2026-11-27T10:15:00Z", **extra):
@@ -103,7 +104,7 @@ def test_concurrent_writers(tmp_path):
     assert all(len(r["payload"]) == 10_000 for r in records)
 
 
-def test_unreadable_files_skipped_with_warning(tmp_path, capsys):
+def test_unreadable_files_skipped_with_warning(tmp_path, caplog):
     store = ResultsStore(tmp_path)
     good = make_record()
     store.add(good)
@@ -111,7 +112,7 @@ def test_unreadable_files_skipped_with_warning(tmp_path, capsys):
     (tmp_path / "records" / "list.json").write_text("[1, 2]")
     (tmp_path / "records" / "binary.json").write_bytes(b"\xff\xfe\x00")
     assert store.records() == [good]
-    err = capsys.readouterr().err.splitlines()
+    err = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(err) == 3
     for name in ("truncated.json", "list.json", "binary.json"):
         assert sum(name in line for line in err) == 1
@@ -134,7 +135,7 @@ def test_a_record_reads_back_typed_and_as_stored(tmp_path):
     (back,) = ResultsStore(tmp_path).records()
     assert isinstance(back, RunRecord) and back == record and json.loads(json.dumps(dict(back))) == record
     assert (back.run_id, back.run_key, back.condenser, back.budget) == (record["run_id"], record["run_key"], "tm-lora", 100)
-    assert back.shape == ("tm-lora", 100, "tinyvit-minilm", "synthscenes", 5)
+    assert back.shape == ("tm-lora", stable_hash({}), 100, "tinyvit-minilm", "synthscenes", 5)  # its config: none recorded
     assert back.mean_recall == (42.25, 2.5) and back.condensed_reused
     assert back.stage_seconds == {"prepare": 1.5, "condense": 90.0}
     assert back.shared_costs == [SharedCost("expert_buffer", 61.5, False, "0123")]

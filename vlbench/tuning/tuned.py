@@ -80,9 +80,11 @@ def with_tuned(config: dict[str, Any]) -> dict[str, Any]:
     target = Target(config["condenser"], config["budget"], config.get("dataset", fields["dataset"]),
                     config.get("backbone", fields["backbone"]), config.get("dataset_options") or {},
                     config.get("backbone_options") or {}, config.get("protocol") or {})
-    if tuned is True and not declared_space(target.condenser)[0]:
-        return config
     path = Path(tuned) if isinstance(tuned, str) else target.tuned_file
+    # a tuned file is read without loading its condenser (reading sweep files stays torch-free); only a
+    # missing one asks whether the condenser has anything to tune
+    if tuned is True and not path.is_file() and not declared_space(target.condenser)[0]:
+        return config
     if not path.is_file():
         raise VLBenchError(f"no tuned config for {target.condenser} at {target.budget} pairs on {target.dataset} "
                            f"({path} does not exist): run `vlbench tune --condenser {target.condenser} --budget "
