@@ -74,6 +74,6 @@ def test_a_record_is_found_by_its_run_id(golden, monkeypatch):
 def test_the_board_script_reruns_the_newest_seed_0_record_of_every_row(script):
     rows = script("reproduce_board").seed_zero_rows()
     assert rows["random@100"].run_id == "da0a1c07-20261130T024201Z-deeeaad9"
-    assert rows["tm-lora@100"].run_id == "9ac521f4-20261130T041556Z-1cf939a0"  # the newer of its two seed-0 records
+    assert rows["tm-lora@100"].run_id == "092b48bb-20261207T142637Z-aa03d24b"  # the tuned row (the v2 one is archived)
     assert "lors@500 lr_sim=0.0" in rows and "full@40000" in rows
     assert all(r["spec"]["seed"] == 0 and r["split"] == "test" for r in rows.values())
