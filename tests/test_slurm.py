@@ -138,8 +138,8 @@ def launch():
 
 
 def submitted(output: str) -> list[str]:
-    """The job ids of every `submitted ...` line."""
-    return [i for line in re.findall(r"^submitted \d+ slurm jobs?: ([\d_ .]+) \(", output, re.MULTILINE)
+    """The job ids of every `submitted ...` line (the executor logs it: time, level, message)."""
+    return [i for line in re.findall(r"^\S+ INFO submitted \d+ slurm jobs?: ([\d_ .]+) \(", output, re.MULTILINE)
             for i in line.split() if i != "..."]
 
 
@@ -215,7 +215,7 @@ def test_a_killed_task_is_reported_dead_and_retried(first_sweep, cluster, tmp_pa
     path = write_sweep(tmp_path, cluster, {"condenser": "random", "budget": 30, "seed": 2 if accounting else 3,
                                            "protocol": {"steps": 2000, "batch_size": 16}})
     sweep = launch(path, "--retries", "1", env=env)
-    first = sweep.expect(r"^submitted 1 slurm job: (\S+) ").group(1)
+    first = sweep.expect(r"^\S+ INFO submitted 1 slurm job: (\S+) ").group(1)
     log = tmp_path / "logs" / first / f"{first}_0_log"
     out = log.with_suffix(".out")
     deadline = time.monotonic() + 120
@@ -238,18 +238,18 @@ def test_a_rerun_after_a_killed_sweep_waits_for_its_jobs(first_sweep, cluster, t
     path = write_sweep(tmp_path, cluster, {"condenser": "herding", "budget": [20, 40], "seed": 1},
                        slurm_additional_parameters={"hold": True})
     first = launch(path)
-    stage = first.expect(r"^submitted 1 slurm job: (\S+) \(").group(1)
+    stage = first.expect(r"^\S+ INFO submitted 1 slurm job: (\S+) \(").group(1)
     first.kill()  # while the reference model's job waits in the queue
 
     second = launch(path)
-    second.expect(rf"^waiting for 1 job submitted earlier and still in the queue: {stage}$")
+    second.expect(rf"^\S+ INFO waiting for 1 job submitted earlier and still in the queue: {stage}$")
     assert slurm("scontrol", "release", stage).returncode == 0
-    runs = second.expect(r"^submitted 2 slurm jobs: (\S+ \S+) \(").group(1).split()
+    runs = second.expect(r"^\S+ INFO submitted 2 slurm jobs: (\S+ \S+) \(").group(1).split()
     assert submitted(second.output) == runs  # the stage was not submitted again
     second.kill()  # while the runs wait in the queue
 
     third = launch(path)
-    third.expect(rf"^waiting for 2 jobs submitted earlier and still in the queue: {' '.join(runs)}$")
+    third.expect(rf"^\S+ INFO waiting for 2 jobs submitted earlier and still in the queue: {' '.join(runs)}$")
     assert slurm("scontrol", "release", runs[0].split("_")[0]).returncode == 0
     out = third.finish()
     assert submitted(out) == [] and "all 2 runs recorded" in out
