@@ -73,13 +73,18 @@ def test_run_writes_a_complete_record_and_leaderboard(env, capsys):
     assert "| random 0.1.0" in board and "synthscenes" in board
 
 
-def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
+def spy_on_training(monkeypatch, field: str) -> list[tuple[int, object]]:
+    """(pairs, protocol.<field>) of every model the runner trains, in order; the training itself runs."""
     import vlbench.runner as runner
 
-    trained_on = []
-    real_train = runner.train
-    monkeypatch.setattr(runner, "train", lambda model, data, protocol, *a, **kw: trained_on.append((len(data), protocol.steps))
+    seen, real_train = [], runner.train
+    monkeypatch.setattr(runner, "train", lambda model, data, protocol, *a, **kw: seen.append((len(data), getattr(protocol, field)))
                         or real_train(model, data, protocol, *a, **kw))
+    return seen
+
+
+def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
+    trained_on = spy_on_training(monkeypatch, "steps")
     base, config = env
     results = base / "full-results"
     assert main(["run", "--condenser", "full", "--config", str(config), "--results", str(results),
@@ -92,13 +97,9 @@ def test_full_reference_trains_on_every_training_pair(env, monkeypatch):
 
 
 def test_the_coresets_reference_model_trains_on_every_pair_at_the_full_data_lr(env, monkeypatch):
-    import vlbench.runner as runner
     from vlbench.core import FULL_DATA_LR
 
-    trained = []
-    real_train = runner.train
-    monkeypatch.setattr(runner, "train", lambda model, data, protocol, *a, **kw: trained.append((len(data), protocol.lr))
-                        or real_train(model, data, protocol, *a, **kw))
+    trained = spy_on_training(monkeypatch, "lr")
     base, config = env
     assert main(["run", "--condenser", "herding", "--budget", "10", "--config", str(config), "--evals", "1",
                  "--results", str(base / "herding-results")]) == 0
