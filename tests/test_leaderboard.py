@@ -173,6 +173,22 @@ def test_mixed_evaluation_counts_are_shown_as_such():
     assert rows[0]["Evals"] == "2/3"
 
 
+def test_collapsed_evaluation_models_are_counted_and_marked():
+    runs = seeds("kcenter", [45.5, 70.0, 71.0])
+    models = [[72.6, 77.3, 0.7, 74.2, 2.7], [70.0] * 5, [69.0, 71.0, 70.0, 72.0, 73.0]]  # two at chance in seed 0
+    for run, scores in zip(runs, models):
+        run["metrics"]["per_seed"] = [{"mean": s} for s in scores]
+    md = leaderboard_markdown(runs)
+    [rows] = tables(md).values()
+    assert rows[0]["Evals"] == "3 (2 of 15 §)" and rows[0]["Mean"].endswith("§")
+    assert FOOTNOTES["collapsed"] in md and FOOTNOTES["collapsed"] in summary_markdown(runs)
+    models[0][2] = models[0][4] = 60.0  # every model learned, some less: nothing to mark
+    for run, scores in zip(runs, models):
+        run["metrics"]["per_seed"] = [{"mean": s} for s in scores]
+    [rows] = tables(leaderboard_markdown(runs)).values()
+    assert rows[0]["Evals"] == "3" and "§" not in leaderboard_markdown(runs) + summary_markdown(runs)
+
+
 def test_summary_is_a_budget_by_condenser_grid():
     text = summary_markdown(seeds("random", [10.0, 12.0, 14.0]) + seeds("tm", [30.0, 31.0, 32.0])
                             + [record("full", 40000, mean=80.0)])

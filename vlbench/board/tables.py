@@ -28,6 +28,10 @@ from vlbench.core import stable_hash
 BASELINE = "random"  # the "gain" column: mean recall minus random's at the same budget
 # vlbench.metrics.METRIC_KEYS, not imported so that rendering a leaderboard does not load torch.
 RECALL_KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
+#: An evaluation model collapsed when its mean recall is below this fraction of the median model of its row:
+#: its training diverged to chance (kcenter@1000: 0.7-2.7 beside siblings at 61-79), and the row's mean
+#: averages it in. Relative to the row, so that it needs no split size and holds on every data set.
+COLLAPSE_FRACTION = 0.25
 
 
 @dataclass
@@ -218,6 +222,8 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "std_over": over,
         "seeds": sorted(run.get("spec", {}).get("seed", 0) for run in runs),
         "evals": sorted({len(run["seeds"]) for run in runs}),
+        "collapsed": collapsed(runs),
+        "models": sum(len(run["metrics"].get("per_seed", [])) for run in runs),
         "recovery_pct": None,  # set by `tables`, which knows the reference row
         "gain": None,
         "rank_mark": None,
@@ -228,6 +234,15 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "condense_device": r.get("device"),
         "run_ids": [run["run_id"] for run in runs],
     }
+
+
+def collapsed(runs: list[dict[str, Any]]) -> int:
+    """How many of the runs' evaluation models collapsed (see COLLAPSE_FRACTION)."""
+    scores = [model["mean"] for run in runs for model in run["metrics"].get("per_seed", [])]
+    if not scores:
+        return 0
+    median = statistics.median(scores)
+    return sum(score < COLLAPSE_FRACTION * median for score in scores)
 
 
 def ablated(record: dict[str, Any]) -> dict[str, Any]:
