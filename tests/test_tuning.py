@@ -238,6 +238,29 @@ def test_a_missing_tuned_config_names_the_command(env):
         with_tuned({"condenser": "tm-lora", "budget": 300, "tuned": True})
 
 
+def test_backbone_options_choose_the_study_and_its_tuned_file(env, capsys):
+    """--backbone-opt on `vlbench tune` names the study of that backbone, and on `vlbench run --tuned` reads its
+    tuned file (flags are applied before the tuned config is looked up)."""
+    target = Target("forgetting", 10, backbone_options={"pretrained": None})
+    assert main(["tune", "--condenser", "forgetting", "--budget", "10", "--backbone-opt", "pretrained=null",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"study {target.name}:" in out and str(target.tuned_file) in out and target.name != Target("forgetting", 10).name
+    tune(env)
+    config = env / "protocol.yaml"
+    config.write_text(yaml.safe_dump({"protocol": {"steps": 2, "batch_size": 16}}))
+    results = env / "results" / "flags"
+    assert main(["run", "--condenser", "forgetting", "--budget", "10", "--tuned", "--backbone-opt", "pretrained=null",
+                 "--data-root", str(env / "data"), "--evals", "1", "--split", "val", "--results", str(results),
+                 "--device", "cpu", "--config", str(config)]) == 0
+    [record] = ResultsStore(results).records()
+    assert record["spec"]["tuned"]["study"] == TINY.name and record["spec"]["backbone_options"] == {"pretrained": None}
+    plain = dataclasses.replace(TINY, backbone_options={})
+    plain.tuned_file.write_text(TINY.tuned_file.read_text())  # TINY's choice filed under another backbone's name
+    with pytest.raises(VLBenchError, match="is for backbone_options"):
+        with_tuned({"condenser": "forgetting", "budget": 10, "protocol": plain.protocol, "tuned": True})
+
+
 def test_the_leaderboard_shows_trial_counts(env):
     from vlbench.board.tables import trials
 

@@ -26,6 +26,7 @@ from vlbench.cli.reproduce import add_reproduce_command
 from vlbench.cli.show import add_show_command
 from vlbench.spaces import search_space
 from vlbench.cli.sweep import add_sweep_commands
+from vlbench.cli.options import with_assignments
 from vlbench.cli.tune import add_tune_command
 from vlbench.tuning.tuned import with_tuned
 
@@ -39,24 +40,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 VERBOSE_HELP = "show debug messages too (or set VLBENCH_LOG to debug, info (default), warning or error)"
 
 
-def parse_assignments(items: list[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
-    """`key=value` flags, each value read as YAML and typed by the option's default."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise VLBenchError(f"{what} option {item!r} must look like key=value")
-        if key not in defaults:
-            raise VLBenchError(f"{what} has no option {key!r} (options: {', '.join(sorted(defaults)) or 'none'})")
-        value, default = yaml.safe_load(text), defaults[key]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if default is not None and not isinstance(value, type(default)):
-            raise VLBenchError(f"{what} option {key}={text!r}: expected {type(default).__name__} like its default {default!r}")
-        out[key] = value
-    return out
-
-
 def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
     """Merge defaults, the YAML config and the flags (flags win) into checked RunSpecs, before any work:
     one per evaluation backbone (`--eval-backbone a,b`, `eval_backbones: [a, b]`), else one."""
@@ -65,22 +48,10 @@ def specs_from_args(args: argparse.Namespace) -> tuple[list[RunSpec], str]:
     results = args.results or config.pop("results", None) or DEFAULT_RESULTS
     names = args.eval_backbone.split(",") if args.eval_backbone else config.pop("eval_backbone", None)
     given = {flag: value for flag, value in flags.items() if value is not None}
-    specs = [resolve_spec(with_tuned({**config, "eval_backbone": name, **given}))
+    config = with_assignments({**config, **given}, args.option, args.backbone_opt)
+    specs = [resolve_spec(with_tuned({**config, "eval_backbone": name}))
              for name in (names if isinstance(names, list) else [names])]
-    if args.option or args.backbone_opt:
-        specs = [_with_assignments(spec, args.option, args.backbone_opt) for spec in specs]
     return specs, results
-
-
-def _with_assignments(spec: RunSpec, options: list[str], backbone_options: list[str]) -> RunSpec:
-    reg = registry()
-    condenser_defaults = option_defaults(reg.get("condenser", spec.condenser).Config)
-    backbone_defaults = reg.get("backbone", spec.backbone).defaults
-    return dataclasses.replace(
-        spec,
-        condenser_options={**spec.condenser_options, **parse_assignments(options, condenser_defaults, f"condenser {spec.condenser!r}")},
-        backbone_options={**spec.backbone_options, **parse_assignments(backbone_options, backbone_defaults, f"backbone {spec.backbone!r}")},
-    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

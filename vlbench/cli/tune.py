@@ -8,6 +8,7 @@ import argparse
 
 import yaml
 
+from vlbench.cli.options import backbone_assignments
 from vlbench.core import VLBenchError, cache_dir
 from vlbench.parallel import JOBS_HELP
 from vlbench.provenance import add_allow_dirty_flag, check_recordable, current_source
@@ -22,6 +23,9 @@ def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--budget", type=int, required=True, help="number of image-text pairs")
     tune.add_argument("--dataset", default="synthscenes", help="data set name (default: synthscenes)")
     tune.add_argument("--backbone", default="tinyvit-minilm", help="backbone name (default: tinyvit-minilm)")
+    tune.add_argument("--backbone-opt", action="append", default=[], metavar="KEY=VALUE",
+                      help="a backbone option (repeatable), typed by its default; the study and its tuned file are "
+                           "those of the backbone with these options")
     tune.add_argument("--data-root", help="directory holding the data set's images and annotations")
     tune.add_argument("--trials", type=int, help="trials to count (default: the ruleset's; more marks the board's row)")
     tune.add_argument("--storage", help="Optuna storage URL (default: sqlite:///results/tuning/studies/STUDY.db)")
@@ -41,7 +45,8 @@ def add_tune_command(subparsers: argparse._SubParsersAction) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from vlbench.tuning import studies
 
-    target = Target(args.condenser, args.budget, args.dataset, args.backbone)
+    target = Target(args.condenser, args.budget, args.dataset, args.backbone,
+                    backbone_options=backbone_assignments(args.backbone, args.backbone_opt))
     space, defaults = declared_space(target.condenser)
     trials = args.trials or studies.RULESET.trials
     print(f"study {target.name}: {trials} trials on {studies.RULESET.split}, seed {studies.RULESET.seed}, "

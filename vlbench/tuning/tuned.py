@@ -43,6 +43,13 @@ class Target:
         return f"{self.condenser}-{self.dataset}-{self.backbone}{self._options}-{self.budget}"
 
     @property
+    def command(self) -> str:
+        """The `vlbench tune` line that runs this study."""
+        flags = "".join(f" --backbone-opt {k}={v}" for k, v in sorted(self.backbone_options.items()))
+        return (f"vlbench tune --condenser {self.condenser} --budget {self.budget} --dataset {self.dataset} "
+                f"--backbone {self.backbone}{flags}")
+
+    @property
     def tuned_file(self) -> Path:
         """Where the choice goes: `configs/tuned/synthscenes/tinyvit-minilm/tm-lora-100.yaml`."""
         return TUNED_DIR / self.dataset / self.backbone / f"{self.condenser}{self._options}-{self.budget}.yaml"
@@ -87,12 +94,13 @@ def with_tuned(config: dict[str, Any]) -> dict[str, Any]:
         return config
     if not path.is_file():
         raise VLBenchError(f"no tuned config for {target.condenser} at {target.budget} pairs on {target.dataset} "
-                           f"({path} does not exist): run `vlbench tune --condenser {target.condenser} --budget "
-                           f"{target.budget} --dataset {target.dataset} --backbone {target.backbone}` first")
+                           f"({path} does not exist): run `{target.command}` first")
     choice = read_choice(path)
-    for key in ("condenser", "dataset", "backbone", "budget"):
-        if choice.get(key) != getattr(target, key):
-            raise VLBenchError(f"tuned config {path} is for {key} {choice.get(key)!r}, not {getattr(target, key)!r}")
+    for field in dataclasses.fields(Target):  # a file passed by path may be another target's
+        wanted = getattr(target, field.name)
+        found = choice.get(field.name, {} if isinstance(wanted, dict) else None)  # empty options are left out
+        if found != wanted:
+            raise VLBenchError(f"tuned config {path} is for {field.name} {found!r}, not {wanted!r}")
     config["condenser_options"] = {**choice["condenser_options"], **(config.get("condenser_options") or {})}
     t = choice["tuning"]
     config["tuned"] = {"study": t["study"], "ruleset": t["ruleset"], "trials": t["trials"],
@@ -123,8 +131,7 @@ def write_choice(target: Target, options: dict[str, Any], tuning: dict[str, Any]
               "condenser_options": options, "tuning": tuning}
     header = (f"# Chosen by the tuning ruleset v{tuning['ruleset']} (docs/protocol.md): the best of {tuning['trials']} "
               f"trials on {tuning['split']}. Used by runs and sweeps given `tuned: true`.\n"
-              f"# Regenerate: vlbench tune --condenser {target.condenser} --budget {target.budget} "
-              f"--dataset {target.dataset} --backbone {target.backbone}\n")
+              f"# Regenerate: {target.command}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, header + yaml.safe_dump(choice, sort_keys=False))
     return path
