@@ -261,7 +261,8 @@ def test_per_backbone_tables_hold_only_same_architecture_results():
 def test_cross_architecture_table_rows_condensed_on_columns_evaluated_on():
     md = leaderboard_markdown(CROSS)
     rows = tables(md)["synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa"]
-    assert list(rows[0]) == ["Condenser", "Pairs", "Condensed on", "on convnet-minilm", "on tinyvit-minilm"]
+    assert list(rows[0]) == ["Condenser", "Pairs", "Trials", "Condensed on", "on convnet-minilm", "on tinyvit-minilm"]
+    assert [r["Trials"] for r in rows] == ["0", "0", "0", "—"]  # no tuned config in these records; full: —
     assert [(r["Condenser"], r["Condensed on"], r["on convnet-minilm"], r["on tinyvit-minilm"]) for r in rows] == [
         ("random 0.1.0", VIT, "6.0 ± 1.0", "*10.0 ± 1.0*"),  # italic: the same architecture, from its own table
         ("tm 0.1.0", CONV, "*31.0 ± 1.0*", "14.0 ± 2.0"),

@@ -194,7 +194,7 @@ def test_cross_architecture_table_in_json_and_html():
     section = Page(page).sections[-1]
     assert section["h2"] == "synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa"
     header, *rows = section["rows"]
-    assert header == ["Condenser", "Pairs", "Condensed on", f"on {CONV}", f"on {VIT}"]
+    assert header == ["Condenser", "Pairs", "Trials", "Condensed on", f"on {CONV}", f"on {VIT}"]
     [md_rows] = [v for k, v in markdown_tables(leaderboard_markdown(CROSS)).items() if "cross" in k]
     assert rows == [[c.replace("*", "") for c in r.values()] for r in md_rows]  # the markdown table, cell for cell
     assert "<em>31.0 ± 1.0</em>" in page and "<em>italic</em>" in page  # the same-architecture cells, and the note

@@ -27,7 +27,8 @@ FOOTNOTES = {
             "forgetting history), counted whether it was built in that run or reused.",
     "cross": "Rows: sets condensed on one backbone; columns: the backbone of the fresh models trained on them. Cells: "
              "mean recall ± std over condensing seeds (a single seed: over its evaluation models); *italic*: the same "
-             "architecture (the row of that backbone's own table); the full-data row trains each backbone on all pairs.",
+             "architecture (the row of that backbone's own table); the full-data row trains each backbone on all pairs. "
+             "Trials: as in the per-backbone tables (the tuning ruleset's trial count, hand or 0).",
 }
 COLUMNS = ["Condenser", "Pairs", "Seeds", "Trials", "TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "Mean", "Gain",
            "Recovery", "Extra", "Evals", "Condense", "Peak mem", "Device"]
@@ -35,7 +36,8 @@ COLUMNS = ["Condenser", "Pairs", "Seeds", "Trials", "TR@1", "TR@5", "TR@10", "IR
 
 def cross_cells(table: CrossTable, row: dict[str, Any]) -> list[str]:
     """A cross-architecture row formatted for people: condenser, pairs, condensed on, one cell per backbone."""
-    out = [_name({**row, "learned_lrs": False, "soft_targets": False}), str(row["budget"]), row["condensed_on"] or "—"]
+    out = [_name({**row, "learned_lrs": False, "soft_targets": False}), str(row["budget"]), row["trials"],
+           row["condensed_on"] or "—"]
     for backbone in table.backbones:
         cell = row["cells"].get(backbone)
         text = "—" if cell is None else f"{cell['mean']:.1f} ± {cell['std']:.1f}"
@@ -44,7 +46,7 @@ def cross_cells(table: CrossTable, row: dict[str, Any]) -> list[str]:
 
 
 def cross_columns(table: CrossTable) -> list[str]:
-    return ["Condenser", "Pairs", "Condensed on", *(f"on {b}" for b in table.backbones)]
+    return ["Condenser", "Pairs", "Trials", "Condensed on", *(f"on {b}" for b in table.backbones)]
 
 
 def _name(row: dict[str, Any]) -> str:
@@ -99,7 +101,7 @@ def leaderboard_markdown(records: list[dict[str, Any]], split: str = "test") -> 
     for cross in cross_tables(records, split):
         parts.append(f"### {cross.heading}")
         text = tabulate([cross_cells(cross, r) for r in cross.rows], headers=cross_columns(cross), tablefmt="github",
-                        disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 2))
+                        disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 3))
         parts.append(text + "\n\n" + FOOTNOTES["cross"])
     return "\n\n".join(parts) + "\n"
 

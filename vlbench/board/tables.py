@@ -114,7 +114,7 @@ class CrossTable:
     protocol: str
     split: str
     backbones: list[str]  # the columns: evaluation backbone ids
-    rows: list[dict[str, Any]]  # condenser, version, config, config_hash, reference, budget, condensed_on, cells
+    rows: list[dict[str, Any]]  # condenser, version, config, config_hash, trials, reference, budget, condensed_on, cells
 
     @property
     def heading(self) -> str:
@@ -159,8 +159,8 @@ def _cross_row(key: tuple, cells: dict[str, dict[str, Any]], runs: dict[str, dic
     reference, budget, condenser, config, condensed_on = key
     newest = max((r for by_seed in runs.values() for r in by_seed.values()), key=lambda r: (r["created"], r["run_id"]))
     return {"condenser": condenser, "version": newest["condenser"]["version"], "config": newest["condenser"].get("config", {}),
-            "config_hash": config, "reference": reference, "budget": budget, "condensed_on": condensed_on or None,
-            "cells": cells}
+            "config_hash": config, "trials": trials(newest), "reference": reference, "budget": budget,
+            "condensed_on": condensed_on or None, "cells": cells}
 
 
 def _compare(rows: list[dict[str, Any]]) -> None:
