@@ -272,6 +272,14 @@ def test_cross_architecture_table_rows_condensed_on_columns_evaluated_on():
     assert FOOTNOTES["cross"] in md
 
 
+def test_the_summary_shows_the_cross_architecture_table_too():
+    text = summary_markdown(CROSS)
+    assert "synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa" in text and FOOTNOTES["cross"] in text
+    assert "| Condenser " in text and "*42.0 ± 2.0*" in text  # the leaderboard's cross rows, same-architecture in italics
+    same_only = [r for r in CROSS if "eval_backbone" not in r or r["eval_backbone"]["id"] == r["backbone"]["id"]]
+    assert "cross-architecture" not in summary_markdown(same_only)
+
+
 def test_no_cross_architecture_table_without_a_record_evaluated_elsewhere():
     same_only = [r for r in CROSS if "eval_backbone" not in r or r["eval_backbone"]["id"] == r["backbone"]["id"]]
     assert "cross-architecture" not in leaderboard_markdown(same_only)

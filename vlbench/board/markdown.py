@@ -100,14 +100,20 @@ def leaderboard_markdown(records: list[dict[str, Any]], split: str = "test") -> 
         parts.append(text + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip())
     for cross in cross_tables(records, split):
         parts.append(f"### {cross.heading}")
-        text = tabulate([cross_cells(cross, r) for r in cross.rows], headers=cross_columns(cross), tablefmt="github",
-                        disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 3))
-        parts.append(text + "\n\n" + FOOTNOTES["cross"])
+        parts.append(_cross_markdown(cross, heading=False))
     return "\n\n".join(parts) + "\n"
 
 
+def _cross_markdown(cross: CrossTable, heading: bool = True) -> str:
+    """A cross-architecture table with its footnote (the leaderboard's, and the README summary's)."""
+    text = tabulate([cross_cells(cross, r) for r in cross.rows], headers=cross_columns(cross), tablefmt="github",
+                    disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 3))
+    return (f"{cross.heading}\n\n" if heading else "") + text + "\n\n" + FOOTNOTES["cross"]
+
+
 def summary_markdown(records: list[dict[str, Any]], split: str = "test") -> str:
-    """Per table: budgets x condensers, cells mean recall ± std (the README's results table)."""
+    """Per table: budgets x condensers, cells mean recall ± std (the README's results table); then each
+    cross-architecture table as the leaderboard shows it."""
     parts = []
     for table in tables(records, split):
         rows = [r for r in table.rows if not r["reference"]]
@@ -120,6 +126,7 @@ def summary_markdown(records: list[dict[str, Any]], split: str = "test") -> str:
                                                          disable_numparse=True) + notes)
         for ref in (r for r in table.rows if r["reference"]):
             parts.append(f"Full data ({ref['budget']} pairs, {ref['condenser']}): {ref['mean_mean']:.1f} ± {ref['mean_std']:.1f}.")
+    parts.extend(_cross_markdown(cross) for cross in cross_tables(records, split))
     return "\n\n".join(parts) + "\n"
 
 
