@@ -49,6 +49,18 @@ def test_at_commit_runs_the_records_own_commit_from_a_worktree(tiny, tmp_path):
     assert "vlbench-reproduce-" not in worktrees  # the temporary worktree is gone
 
 
+def test_eval_trace_retrains_one_model_of_a_record_exactly(tiny, tmp_path, script, capsys):
+    """scripts/eval_trace.py: the traced model ends at the record's number (the probes do not change its training)."""
+    record = run(RunSpec("random", 10, data_root=tiny, evals=2, protocol=TrainProtocol(steps=30)), tmp_path / "results",
+                 progress=False)
+    path = tmp_path / "results" / "records" / f"{record.run_id}.json"
+    script("eval_trace").main([str(path), "--model", "2", "--every", "10", "--data-root", tiny, "--lr", "0.03", "0.3"])
+    first, second, other, _ = capsys.readouterr().out.splitlines()
+    assert first.startswith("lr 0.03: probe loss every 10 steps") and len(first.split("steps")[1].split()) == 4
+    assert "(the record's, exactly)" in second and f"{record['metrics']['per_seed'][1]['mean']:.2f}" in second
+    assert other.startswith("lr 0.3: probe loss")
+
+
 def test_bad_records_are_one_line_errors(golden, tmp_path, capsys):
     assert main(["reproduce", "no-such-run"]) == 2
     assert "no record 'no-such-run': give a record file, or the run id" in capsys.readouterr().err

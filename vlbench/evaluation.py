@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 
 import vlbench
-from vlbench.api import Backbone, Pairs, TrainProtocol, stable_hash
+from vlbench.api import Backbone, CondensedSet, Pairs, TrainProtocol, stable_hash
 from vlbench.condensing import condensed_set
 from vlbench.data.bank import stored_pixels
 from vlbench.metrics import summarize
@@ -135,8 +135,7 @@ class Evaluation:
         # what the set was made from (its shared stages, hashed when it was condensed), then the set itself
         self.artifacts.update({used["stage"]: used.get("sha256") for used in condensed.meta.get("cost", {}).get("shared", [])})
         self.artifacts["condensed"] = tensors_sha256(condensed.tensors())
-        pixels = condensed.pixels_for(run.eval_backbone)  # as the evaluation backbone takes them
-        data = TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets(), condensed.target_loss)
+        data = training_data(run, condensed)
         cost = condensed.meta.get("cost") or {}
         info["resumed"] = not info["cached"] and cost.get("attempts", 1) > 1
         return data, condensed.learned_lrs, {
@@ -188,6 +187,13 @@ class Evaluation:
 
 # What every evaluation model of a run trains on and is scored on: sent once to each worker, not once per model.
 _evaluation: dict[str, Any] = {}
+
+
+def training_data(run: Run, condensed: CondensedSet) -> TrainData:
+    """What a run's evaluation models train on: the set's pixels as the evaluation backbone takes them, its text
+    and its targets."""
+    pixels = condensed.pixels_for(run.eval_backbone)
+    return TrainData.from_condensed(pixels, condensed.text_features, condensed.dense_targets(), condensed.target_loss)
 
 
 def _share_evaluation(run: Run, data: TrainData, eval_pairs: Pairs) -> None:
