@@ -68,10 +68,14 @@ def config_hash(record: dict[str, Any]) -> str:
     return record["condenser"].get("config_hash") or stable_hash(record["condenser"].get("config", {}), 6)
 
 
+def table_key(r: dict[str, Any]) -> tuple:
+    """The per-backbone table a record belongs to: comparable results (data set, its fingerprint, backbone, protocol)."""
+    return r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"]
+
+
 def _keys(r: dict[str, Any]) -> tuple[tuple, tuple]:
     """(table, row) of a record: comparable results share a table; a row is a condenser config at a budget."""
-    return ((r["dataset"]["name"], r["dataset"]["fingerprint"], r["backbone"]["id"], r["protocol"]["id"]),
-            (is_reference(r), r["budget"], r["condenser"]["name"], config_hash(r)))
+    return table_key(r), (is_reference(r), r["budget"], r["condenser"]["name"], config_hash(r))
 
 
 def with_min_seeds(records: list[dict[str, Any]], min_seeds: int) -> list[dict[str, Any]]:
