@@ -57,17 +57,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     record, _ = find_record(args.record)
     run = Run(spec_of(record, args.data_root))
-    if record["condensed"].get("learned_lrs") or record["condensed"].get("soft_targets"):
-        raise SystemExit("eval_trace traces sets without learned lrs or soft targets (plain CLIP loss)")
+    if run.reference or record["condensed"].get("learned_lrs") or record["condensed"].get("soft_targets"):
+        raise SystemExit("eval_trace traces condensed sets trained with the plain CLIP loss at one lr "
+                         "(not the full-data reference, learned lrs or soft targets)")
     _, train_pairs, eval_pairs = run.load_data()
     condensed, _, _ = condensed_set(run, train_pairs)
     data = training_data(run, condensed)
+    if data.live_text is not None:
+        raise SystemExit("eval_trace probes stored text features; this set encodes its text live")
     recorded = record["metrics"]["per_seed"][args.model - 1]["mean"]
-    for lr in args.lr or [run.spec.protocol.lr]:
+    recorded_lr = run.condenser.evaluation_protocol(len(data), run.spec.protocol).lr  # what the record trained at
+    for lr in args.lr or [recorded_lr]:
         losses, mean = trace(run, data, eval_pairs, args.model, lr, args.every)
-        same = " (the record's, exactly)" if lr == run.spec.protocol.lr and mean == recorded else ""
+        same = " (the record's, exactly)" if lr == recorded_lr and mean == recorded else ""
         print(f"lr {lr:g}: probe loss every {args.every} steps " + " ".join(f"{x:.2f}" for x in losses))
-        print(f"lr {lr:g}: mean recall {mean:.2f}{same}; recorded at the protocol's lr {run.spec.protocol.lr:g}: {recorded:.2f}")
+        print(f"lr {lr:g}: mean recall {mean:.2f}{same}; recorded at lr {recorded_lr:g}: {recorded:.2f}")
 
 
 if __name__ == "__main__":

@@ -30,15 +30,19 @@ def test_complete_rows_land_and_archive_what_they_replace(tmp_path, script, monk
     tuned = {"options": {"lr_img": 0.3}, "trials": 8}
     for s in range(3):
         write(source / "records", record(f"tuned{s}", options={"lr_img": 0.3}, seed=s, tuned=tuned))
+    write(source / "records", record("tuned0b", options={"lr_img": 0.3}, seed=0, tuned=tuned))  # a retry of seed 0
     for s in (0, 1):  # two seeds of a row: not landed
         write(source / "records", record(f"half{s}", budget=200, seed=s))
+    for s in range(3):  # one place, two settings: not landed
+        write(source / "records", record(f"mixed{s}", budget=500, seed=s, config={"lr_img": 1.0 + (s == 2)}))
     monkeypatch.chdir(repo)
     lines = script("land_rows").land(source, repo / "results", repo / "results" / "v2" / "records")
-    assert lines == ["landed: tm@100, new tuned0 tuned1 tuned2; archived hand0 hand1 hand2",
-                     "incomplete, not landed: tm@200 (seeds [0, 1])"]
+    assert lines[:2] == ["landed: tm@100, new tuned0 tuned0b tuned1 tuned2; archived hand0 hand1 hand2",
+                         "incomplete, not landed: tm@200 (seeds [0, 1])"]
+    assert lines[2].startswith("several configs, not landed: tm@500") and len(lines) == 3
     assert sorted(p.stem for p in (repo / "results" / "records").glob("*.json")) == [
-        "abl0", "abl1", "abl2", "kept", "tuned0", "tuned1", "tuned2"]
+        "abl0", "abl1", "abl2", "kept", "tuned0", "tuned0b", "tuned1", "tuned2"]
     status = subprocess.run(["git", "status", "--short"], capture_output=True, text=True, check=True).stdout
     assert "R  results/records/hand0.json -> results/v2/records/hand0.json" in status  # moved in git, history kept
-    assert script("land_rows").land(source, repo / "results", repo / "results" / "v2" / "records") == [
-        "incomplete, not landed: tm@200 (seeds [0, 1])"]  # landed rows are known now: nothing twice
+    again = script("land_rows").land(source, repo / "results", repo / "results" / "v2" / "records")
+    assert [line.split(":")[0] for line in again] == ["incomplete, not landed", "several configs, not landed"]  # nothing twice

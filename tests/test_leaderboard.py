@@ -187,6 +187,11 @@ def test_collapsed_evaluation_models_are_counted_and_marked():
         run["metrics"]["per_seed"] = [{"mean": s} for s in scores]
     [rows] = tables(leaderboard_markdown(runs)).values()
     assert rows[0]["Evals"] == "3" and "§" not in leaderboard_markdown(runs) + summary_markdown(runs)
+    models = [[0.7, 1.2, 0.9, 70.0, 71.0], [1.0] * 4 + [72.0], [68.0, 1.1, 70.0, 0.8, 69.0]]  # most collapsed
+    for run, scores in zip(runs, models):
+        run["metrics"]["per_seed"] = [{"mean": s} for s in scores]
+    [rows] = tables(leaderboard_markdown(runs)).values()
+    assert rows[0]["Evals"] == "3 (9 of 15 §)"
 
 
 def test_summary_is_a_budget_by_condenser_grid():
@@ -278,6 +283,15 @@ def test_the_summary_shows_the_cross_architecture_table_too():
     assert "| Condenser " in text and "*42.0 ± 2.0*" in text  # the leaderboard's cross rows, same-architecture in italics
     same_only = [r for r in CROSS if "eval_backbone" not in r or r["eval_backbone"]["id"] == r["backbone"]["id"]]
     assert "cross-architecture" not in summary_markdown(same_only)
+
+
+def test_a_cross_cell_with_collapsed_models_is_marked():
+    records = [dict(r, metrics={**r["metrics"], "per_seed": [{"mean": 8.0}, {"mean": 0.5}, {"mean": 8.5}]})
+               if r["condenser"]["name"] == "tm" and r.get("eval_backbone", {}).get("id") == CONV else r for r in CROSS]
+    md = leaderboard_markdown(records)
+    rows = tables(md)["synthscenes (data 01234567) · cross-architecture · protocol v1-aaaaaa"]
+    assert [r["on convnet-minilm"] for r in rows if r["Condenser"] == "tm 0.1.0"] == ["*31.0 ± 1.0*", "8.0 ± 0.0 §"]
+    assert FOOTNOTES["collapsed"] in md.split("cross-architecture")[1]
 
 
 def test_no_cross_architecture_table_without_a_record_evaluated_elsewhere():

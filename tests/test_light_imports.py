@@ -36,15 +36,17 @@ def test_a_dry_run_plans_every_kind_of_run_without_the_model_libraries(tmp_path)
     assert "prepare  stage  expert_buffer" in dry.stdout and "prepare  stage  forgetting_history" in dry.stdout
 
 
-def test_configs_and_sweep_files_are_read_without_torch(monkeypatch):
+def test_configs_and_sweep_files_are_read_without_torch():
     """vlbench/config.py: every run of a sweep file resolved, and a plugin command's --config, with no torch."""
     code = ("import sys; from vlbench.config import expand, read_sweep, spec_from_config; "
             "print(len(expand(read_sweep('configs/board.yaml')['grid']))); "
             "spec_from_config('configs/flickr30k-tm-lora.yaml', {}, {}); print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    from vlbench.config import expand, read_sweep
+    import math
 
-    monkeypatch.chdir(REPO)  # tuned configs are read from configs/tuned under the working directory
-    board = len(expand(read_sweep("configs/board.yaml")["grid"]))  # the same expansion, in this process
+    import yaml
+
+    grid = yaml.safe_load((REPO / "configs/board.yaml").read_text())["grid"]
+    board = sum(math.prod(len(v) for v in entry.values() if isinstance(v, list)) for entry in grid)  # its axes' product
     assert board > 90 and done.stdout.split() == [str(board), "False"]

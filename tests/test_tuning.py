@@ -238,6 +238,16 @@ def test_a_missing_tuned_config_names_the_command(env):
         with_tuned({"condenser": "tm-lora", "budget": 300, "tuned": True})
 
 
+def test_the_regenerate_command_gives_back_its_target():
+    from vlbench.cli.options import backbone_assignments
+
+    target = Target("tm-lora", 100, backbone_options={"pretrained": None, "pretrain_epochs": 5})
+    flags = target.command.split("--backbone-opt ")[1:]
+    assert backbone_assignments("tinyvit-minilm", [f.strip() for f in flags]) == target.backbone_options
+    assert backbone_assignments("tinyvit-minilm", ["pretrained=auto"]) == {}  # a default spelled out: the default backbone
+    assert "studies.tune" in TINY.command  # its protocol has no flag
+
+
 def test_backbone_options_choose_the_study_and_its_tuned_file(env, capsys):
     """--backbone-opt on `vlbench tune` names the study of that backbone, and on `vlbench run --tuned` reads its
     tuned file (flags are applied before the tuned config is looked up)."""
@@ -255,6 +265,11 @@ def test_backbone_options_choose_the_study_and_its_tuned_file(env, capsys):
                  "--device", "cpu", "--config", str(config)]) == 0
     [record] = ResultsStore(results).records()
     assert record["spec"]["tuned"]["study"] == TINY.name and record["spec"]["backbone_options"] == {"pretrained": None}
+    sweep = env / "sweep.yaml"  # a tuned run picked from a sweep file has its backbone's config already
+    sweep.write_text(yaml.safe_dump({"grid": [{"condenser": "forgetting", "budget": 10, "tuned": True,
+                                               "backbone_options": {"pretrained": None}, "protocol": TINY.protocol}]}))
+    assert main(["run", "--config", str(sweep), "--backbone-opt", "pretrained=emoji", "--results", str(results)]) == 2
+    assert "set backbone_options in the sweep file's grid" in capsys.readouterr().err
     plain = dataclasses.replace(TINY, backbone_options={})
     plain.tuned_file.write_text(TINY.tuned_file.read_text())  # TINY's choice filed under another backbone's name
     with pytest.raises(VLBenchError, match="is for backbone_options"):

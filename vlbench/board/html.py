@@ -15,7 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from vlbench.board.markdown import COLUMNS, FOOTNOTES, HEADER, cells, cross_cells, cross_columns, marked
+from vlbench.board.markdown import COLUMNS, FOOTNOTES, HEADER, cells, cross_cells, cross_columns, cross_notes, marked
 from vlbench.board.tables import CrossTable, Table, cross_tables, tables
 from vlbench.core import VLBenchError
 
@@ -57,7 +57,7 @@ def _cross_section(table: CrossTable, index: int) -> str:
     body = tabulate([[_html(c) for c in cross_cells(table, r)] for r in table.rows], headers=cross_columns(table),
                     tablefmt="unsafehtml", disable_numparse=True)
     return (f'<section id="cross-{index}">\n<h2>{html.escape(table.heading)}</h2>\n<div class="scroll">{body}</div>\n'
-            f"<p>{_html(FOOTNOTES['cross'])}</p>\n</section>")
+            + "".join(f"<p>{_html(FOOTNOTES[n])}</p>" for n in cross_notes(table)) + "\n</section>")
 
 
 def plot_svg(table: Table) -> str:

@@ -17,8 +17,9 @@ FOOTNOTES = {
     "learned_lrs": "† evaluated with the learning rates the condenser learned.",
     "soft_targets": "‡ trained with the set's soft similarity targets, read by the loss the set names (the record's "
                     "condensed.soft_targets.loss: soft cross-entropy or LoRS's WBCE).",
-    "collapsed": "§ some evaluation models collapsed (their mean recall below a quarter of the row's median model: "
-                 "training diverged to chance); Evals says how many, and the row's mean includes them.",
+    "collapsed": "§ some evaluation models collapsed (their mean recall below a quarter of the row's upper-quartile "
+                 "model: training diverged to chance); the mean includes them, and the Evals column of the per-backbone "
+                 "tables counts them.",
     "marks": "**bold**: best at its budget, ahead of the runner-up by more than their pooled std over condensing "
              "seeds; (tie): within that margin of the best.",
     "trials": "Trials: how many tuning trials chose the row's settings under the tuning ruleset (docs/protocol.md; "
@@ -40,7 +41,7 @@ def cross_cells(table: CrossTable, row: dict[str, Any]) -> list[str]:
            row["condensed_on"] or "—"]
     for backbone in table.backbones:
         cell = row["cells"].get(backbone)
-        text = "—" if cell is None else f"{cell['mean']:.1f} ± {cell['std']:.1f}"
+        text = "—" if cell is None else f"{cell['mean']:.1f} ± {cell['std']:.1f}" + (SECTION if cell["collapsed"] else "")
         out.append(f"*{text}*" if cell is not None and backbone == row["condensed_on"] else text)
     return out
 
@@ -108,7 +109,14 @@ def _cross_markdown(cross: CrossTable, heading: bool = True) -> str:
     """A cross-architecture table with its footnote (the leaderboard's, and the README summary's)."""
     text = tabulate([cross_cells(cross, r) for r in cross.rows], headers=cross_columns(cross), tablefmt="github",
                     disable_numparse=True, colalign=("left",) + ("right",) * (len(cross.backbones) + 3))
-    return (f"{cross.heading}\n\n" if heading else "") + text + "\n\n" + FOOTNOTES["cross"]
+    notes = "  \n".join(FOOTNOTES[n] for n in cross_notes(cross))
+    return (f"{cross.heading}\n\n" if heading else "") + text + "\n\n" + notes
+
+
+def cross_notes(cross: CrossTable) -> list[str]:
+    """The FOOTNOTES keys under a cross-architecture table."""
+    collapsed = any(cell["collapsed"] for row in cross.rows for cell in row["cells"].values())
+    return ["cross", "collapsed"] if collapsed else ["cross"]
 
 
 def summary_markdown(records: list[dict[str, Any]], split: str = "test") -> str:

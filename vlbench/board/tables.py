@@ -28,9 +28,10 @@ from vlbench.core import stable_hash
 BASELINE = "random"  # the "gain" column: mean recall minus random's at the same budget
 # vlbench.metrics.METRIC_KEYS, not imported so that rendering a leaderboard does not load torch.
 RECALL_KEYS = ("tr@1", "tr@5", "tr@10", "ir@1", "ir@5", "ir@10", "mean")
-#: An evaluation model collapsed when its mean recall is below this fraction of the median model of its row:
+#: An evaluation model collapsed when its mean recall is below this fraction of its row's upper-quartile model:
 #: its training diverged to chance (kcenter@1000: 0.7-2.7 beside siblings at 61-79), and the row's mean
-#: averages it in. Relative to the row, so that it needs no split size and holds on every data set.
+#: averages it in. Relative to the row, so that it needs no split size and holds on every data set; the upper
+#: quartile, so that a row where up to three quarters of the models collapsed is still marked.
 COLLAPSE_FRACTION = 0.25
 
 
@@ -155,7 +156,7 @@ def cross_tables(records: list[dict[str, Any]], split: str = "test") -> list[Cro
 
 def _cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mean, std, over = _spread(runs)
-    return {"mean": mean["mean"], "std": std["mean"], "std_over": over,
+    return {"mean": mean["mean"], "std": std["mean"], "std_over": over, "collapsed": collapsed(runs),
             "seeds": sorted(run.get("spec", {}).get("seed", 0) for run in runs), "run_ids": [run["run_id"] for run in runs]}
 
 
@@ -243,10 +244,10 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def collapsed(runs: list[dict[str, Any]]) -> int:
     """How many of the runs' evaluation models collapsed (see COLLAPSE_FRACTION)."""
     scores = [model["mean"] for run in runs for model in run["metrics"].get("per_seed", [])]
-    if not scores:
+    if len(scores) < 2:
         return 0
-    median = statistics.median(scores)
-    return sum(score < COLLAPSE_FRACTION * median for score in scores)
+    upper = statistics.quantiles(scores, n=4)[2]
+    return sum(score < COLLAPSE_FRACTION * upper for score in scores)
 
 
 def ablated(record: dict[str, Any]) -> dict[str, Any]:

@@ -35,8 +35,13 @@ def parse_assignments(items: list[str], config: type, what: str) -> dict[str, An
 
 
 def backbone_assignments(backbone: str, items: list[str]) -> dict[str, Any]:
-    """`--backbone-opt` flags of `backbone`, typed by its defaults."""
-    return parse_assignments(items, registry().get("backbone", backbone).Config, f"backbone {backbone!r}")
+    """`--backbone-opt` flags of `backbone`, typed by its defaults; those at their default are left out, so that
+    spelling a default out names the default backbone (its run keys, studies and tuned files)."""
+    if not items:
+        return {}
+    config = registry().get("backbone", backbone).Config
+    defaults = option_defaults(config)
+    return {k: v for k, v in parse_assignments(items, config, f"backbone {backbone!r}").items() if v != defaults[k]}
 
 
 def with_assignments(config: dict[str, Any], options: list[str], backbone_options: list[str]) -> dict[str, Any]:
@@ -45,11 +50,13 @@ def with_assignments(config: dict[str, Any], options: list[str], backbone_option
     if not options and not backbone_options:
         return config
     condenser = config.get("condenser")
-    if condenser is None:
+    if options and condenser is None:
         raise VLBenchError("-o options need a condenser (--condenser NAME)")
+    if backbone_options and isinstance(config.get("tuned"), dict):  # a sweep file's run, its tuned config read
+        raise VLBenchError("--backbone-opt cannot change the backbone of a tuned run picked from a sweep file (its "
+                           "tuned config is that backbone's): set backbone_options in the sweep file's grid instead")
     backbone = config.get("backbone", RunSpec.backbone)
-    config_cls = registry().get("condenser", condenser).Config
-    return {**config,
-            "condenser_options": {**(config.get("condenser_options") or {}),
-                                  **parse_assignments(options, config_cls, f"condenser {condenser!r}")},
+    condenser_options = parse_assignments(options, registry().get("condenser", condenser).Config,
+                                          f"condenser {condenser!r}") if options else {}
+    return {**config, "condenser_options": {**(config.get("condenser_options") or {}), **condenser_options},
             "backbone_options": {**(config.get("backbone_options") or {}), **backbone_assignments(backbone, backbone_options)}}

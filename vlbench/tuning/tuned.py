@@ -44,15 +44,24 @@ class Target:
 
     @property
     def command(self) -> str:
-        """The `vlbench tune` line that runs this study."""
-        flags = "".join(f" --backbone-opt {k}={v}" for k, v in sorted(self.backbone_options.items()))
-        return (f"vlbench tune --condenser {self.condenser} --budget {self.budget} --dataset {self.dataset} "
-                f"--backbone {self.backbone}{flags}")
+        """The `vlbench tune` line that runs this study (values as YAML, which the flags read back); a target with
+        data set options or a protocol of its own is tuned from Python (`vlbench.tuning.studies.tune`)."""
+        flags = "".join(f" --backbone-opt {k}={_yaml_value(v)}" for k, v in sorted(self.backbone_options.items()))
+        command = (f"vlbench tune --condenser {self.condenser} --budget {self.budget} --dataset {self.dataset} "
+                   f"--backbone {self.backbone}{flags}")
+        if self.dataset_options or self.protocol:  # no flags for them
+            return f"vlbench.tuning.studies.tune(Target(...)) with this target's data set options and protocol"
+        return command
 
     @property
     def tuned_file(self) -> Path:
         """Where the choice goes: `configs/tuned/synthscenes/tinyvit-minilm/tm-lora-100.yaml`."""
         return TUNED_DIR / self.dataset / self.backbone / f"{self.condenser}{self._options}-{self.budget}.yaml"
+
+
+def _yaml_value(value: Any) -> str:
+    """`value` as a flag's YAML text (`null`, `1.0e-05`, `emoji`)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
 def declared_space(condenser: str) -> tuple[dict[str, Space], dict[str, Any]]:
