@@ -294,6 +294,20 @@ def test_the_leaderboard_shows_trial_counts(env):
     assert trials({"spec": {}, "condenser": {"reference": False, "config": {}}}) == "0"
 
 
+def test_a_study_lands_from_another_checkout(env, script, tmp_path):
+    """scripts/land_study.py: the database, its trials' records and the tuned file, nothing else."""
+    from vlbench.tuning import studies
+
+    study = tune(env)
+    line = script("land_study").land(env, TINY.name, into=tmp_path)
+    landed = studies.open_study(TINY, f"sqlite:///{tmp_path / studies.STUDY_DIR / (TINY.name + '.db')}")
+    assert [t.params for t in landed.trials] == [t.params for t in study.trials]
+    assert sorted(p.stem for p in (tmp_path / "results/tuning/records").glob("*.json")) == sorted(
+        t.user_attrs["record"] for t in study.trials)
+    assert (tmp_path / TINY.tuned_file).read_text() == TINY.tuned_file.read_text()
+    assert line == f"{TINY.name}: 3 trials, 3 records, tuned file {TINY.tuned_file}"
+
+
 def test_the_report_tables_and_plots_every_study(env, script, tmp_path):
     from vlbench.tuning import studies
 
