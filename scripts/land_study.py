@@ -16,7 +16,7 @@ import optuna
 import yaml
 
 from vlbench.tuning.studies import STUDY_DIR
-from vlbench.tuning.tuned import TUNED_DIR
+from vlbench.tuning.tuned import TUNED_DIR, Target
 
 RECORDS = Path("results") / "tuning" / "records"
 
@@ -34,13 +34,21 @@ def land(source: Path, name: str, into: Path = Path(".")) -> str:
     (into / RECORDS).mkdir(parents=True, exist_ok=True)
     for run_id in records:
         shutil.copy2(source / RECORDS / f"{run_id}.json", into / RECORDS / f"{run_id}.json")
-    tuned = [p for p in sorted((source / TUNED_DIR).glob("**/*.yaml"))
-             if (yaml.safe_load(p.read_text()).get("tuning") or {}).get("study") == name]
+    tuned = [p for p in sorted((source / TUNED_DIR).glob("**/*.yaml")) if _chosen_by(p, source) == name]
     for path in tuned:
         (into / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, into / path.relative_to(source))
     return (f"{name}: {len(study.trials)} trials, {len(records)} records, "
             f"{'tuned file ' + str(tuned[0].relative_to(source)) if tuned else 'no tuned file yet'}")
+
+
+def _chosen_by(path: Path, source: Path) -> str | None:
+    """The study whose choice the tuned file at `path` is: the one it names, where the file sits at its target's path."""
+    choice = yaml.safe_load(path.read_text())
+    target = Target(choice["condenser"], choice["budget"], choice["dataset"], choice["backbone"],
+                    choice.get("dataset_options", {}), choice.get("backbone_options", {}), choice.get("protocol", {}))
+    named = (choice.get("tuning") or {}).get("study")
+    return named if named == target.name and source / target.tuned_file == path else None
 
 
 def main(argv: list[str] | None = None) -> None:
