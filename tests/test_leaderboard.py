@@ -76,6 +76,14 @@ def test_other_data_versions_get_their_own_table():
     assert len(tables(leaderboard_markdown([old, record()]))) == 2
 
 
+def test_a_backbone_with_options_gets_its_own_table_that_names_them():
+    emoji = record(mean=11.0)
+    emoji["backbone"].update(id="tinyvit-minilm-f708a675", config={"pretrained": "emoji"})
+    headings = sorted(tables(leaderboard_markdown([emoji, record()])))
+    assert headings == ["synthscenes (data 01234567) · backbone tinyvit-minilm · protocol v1-aaaaaa",
+                        "synthscenes (data 01234567) · backbone tinyvit-minilm-f708a675 (pretrained: emoji) · protocol v1-aaaaaa"]
+
+
 def test_newest_record_wins():
     newer = record(mean=30.0, created="2026-11-28T10:00:00Z")
     older = record(mean=10.0, created="2026-11-27T10:00:00Z")

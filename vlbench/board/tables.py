@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vlbench.board.records import is_reference
@@ -45,11 +45,14 @@ class Table:
     protocol: str
     split: str
     rows: list[dict[str, Any]]  # see `_row`
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # what the id's hash suffix stands for
 
     @property
     def heading(self) -> str:
         split = "" if self.split == "test" else f" · {self.split} split"
-        return f"{self.dataset} (data {self.fingerprint[:8]}) · backbone {self.backbone} · protocol {self.protocol}{split}"
+        options = ", ".join(f"{k}: {v}" for k, v in sorted(self.backbone_options.items()))
+        backbone = f"{self.backbone} ({options})" if options else self.backbone
+        return f"{self.dataset} (data {self.fingerprint[:8]}) · backbone {backbone} · protocol {self.protocol}{split}"
 
 
 def evaluated_on(record: dict[str, Any]) -> str:
@@ -92,10 +95,12 @@ def with_min_seeds(records: list[dict[str, Any]], min_seeds: int) -> list[dict[s
 
 def tables(records: list[dict[str, Any]], split: str = "test") -> list[Table]:
     groups: dict[tuple, dict[tuple, dict[Any, dict]]] = {}
+    backbone_options: dict[tuple, dict[str, Any]] = {}  # one per table: the backbone id hashes them
     for r in sorted(records, key=lambda r: (r["created"], r["run_id"])):
         if split_of(r) != split or not same_architecture(r):
             continue
         table_key, row_key = _keys(r)
+        backbone_options[table_key] = r["backbone"].get("config") or {}
         groups.setdefault(table_key, {}).setdefault(row_key, {})[r.get("spec", {}).get("seed")] = r  # later = newer
     out = []
     for key, rows in sorted(groups.items()):
@@ -105,7 +110,8 @@ def tables(records: list[dict[str, Any]], split: str = "test") -> list[Table]:
         for row in built:
             row["recovery_pct"] = 100 * row["mean_mean"] / full_mean if full_mean else None
         _compare(built)
-        out.append(Table(*key, split, sorted(built, key=lambda r: (r["reference"], r["budget"], -r["mean_mean"]))))
+        out.append(Table(*key, split, sorted(built, key=lambda r: (r["reference"], r["budget"], -r["mean_mean"])),
+                         backbone_options[key]))
     return out
 
 
