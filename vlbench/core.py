@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SIDES = ("image", "text")
 SPLITS = ("test", "val")
 PRECISIONS = ("fp32", "bf16")
@@ -83,6 +85,12 @@ def option_defaults(config: type) -> dict[str, Any]:
     """{option: default} of a `Config` dataclass."""
     return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(config)}
+
+
+def option_text(value: Any) -> str:
+    """An option's value as YAML flow text (`null`, `1.0e-05`, `emoji`): how listings show it and how a
+    `key=value` flag spells it (flags are read back as YAML)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
 def without_added_later(values: dict[str, Any], added_later: dict[str, Any]) -> dict[str, Any]:

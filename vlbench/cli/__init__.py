@@ -10,10 +10,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from vlbench.config import run_config
-from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, resolve_spec, with_eval_backbones
+from vlbench.core import SPLITS, RunSpec, VLBenchError, option_defaults, option_text, resolve_spec, with_eval_backbones
 from vlbench.cli.data import add_data_commands
 from vlbench.board.render import FORMATS
 from vlbench.parallel import JOBS_HELP, set_jobs
@@ -164,10 +162,10 @@ def option_rows(cls: type) -> list[tuple[str, str, str]]:
     """(option, default as YAML writes it, help) of a plugin class: its `Config` fields, else its `defaults`."""
     config = getattr(cls, "Config", None)
     if config is None:
-        return [(k, yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n..."), "")
+        return [(k, option_text(v), "")
                 for k, v in getattr(cls, "defaults", {}).items()]
     defaults = option_defaults(config)
-    return [(f.name, yaml.safe_dump(defaults[f.name], default_flow_style=True).strip().removesuffix("\n..."),
+    return [(f.name, option_text(defaults[f.name]),
              f.metadata.get("help", "")) for f in dataclasses.fields(config)]
 
 

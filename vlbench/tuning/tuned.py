@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from vlbench.core import RunSpec, VLBenchError, option_defaults, stable_hash
+from vlbench.core import RunSpec, VLBenchError, option_defaults, option_text, stable_hash
 from vlbench.spaces import Space, search_space
 
 TUNED_DIR = Path("configs") / "tuned"
@@ -46,7 +46,7 @@ class Target:
     def command(self) -> str:
         """The `vlbench tune` line that runs this study (values as YAML, which the flags read back); a target with
         data set options or a protocol of its own is tuned from Python (`vlbench.tuning.studies.tune`)."""
-        flags = "".join(f" --backbone-opt {k}={_yaml_value(v)}" for k, v in sorted(self.backbone_options.items()))
+        flags = "".join(f" --backbone-opt {k}={option_text(v)}" for k, v in sorted(self.backbone_options.items()))
         command = (f"vlbench tune --condenser {self.condenser} --budget {self.budget} --dataset {self.dataset} "
                    f"--backbone {self.backbone}{flags}")
         if self.dataset_options or self.protocol:  # no flags for them
@@ -57,11 +57,6 @@ class Target:
     def tuned_file(self) -> Path:
         """Where the choice goes: `configs/tuned/synthscenes/tinyvit-minilm/tm-lora-100.yaml`."""
         return TUNED_DIR / self.dataset / self.backbone / f"{self.condenser}{self._options}-{self.budget}.yaml"
-
-
-def _yaml_value(value: Any) -> str:
-    """`value` as a flag's YAML text (`null`, `1.0e-05`, `emoji`)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
 def declared_space(condenser: str) -> tuple[dict[str, Space], dict[str, Any]]:
