@@ -160,15 +160,18 @@ def test_a_killed_study_runs_its_interrupted_trial_again(env, tmp_path):
 
     target = dataclasses.replace(TINY, budget=11)
     storage = f"sqlite:///{tmp_path / 'killed.db'}"
-    study = studies.open_study(target, storage, small())
+    ruleset = dataclasses.replace(small(), startup_trials=3)  # every trial a random draw of the seeded sampler
+    study = studies.open_study(target, storage, ruleset)
     trial = study.ask()
     params = {"epochs": trial.suggest_int("epochs", 2, 10), "lr": trial.suggest_float("lr", 0.001, 0.1, log=True)}
     trial.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}")  # its process died mid-trial
-    study = tune(env, target, storage=storage)
+    study = tune(env, target, storage=storage, ruleset=ruleset)
     interrupted, retried = study.trials[0], study.trials[1]
     assert interrupted.user_attrs["interrupted"] and interrupted.state.name == "FAIL"
     assert retried.params == params and retried.user_attrs["retry_of"] == 0
     assert len(studies.counted(study)) == 3 and interrupted not in studies.counted(study)
+    # the resumed process draws afresh: its sampler does not replay the draws of the one that died
+    assert len({json.dumps(t.params, sort_keys=True) for t in studies.counted(study)}) == 3
 
 
 def dead_pid() -> int:

@@ -75,14 +75,18 @@ def open_study(target: Target, storage: str | None = None, ruleset: Ruleset = RU
     if storage is None:
         STUDY_DIR.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{default_storage_file(target)}"
-    sampler = optuna.samplers.TPESampler(seed=int(stable_hash(target.name, 8), 16),
-                                         n_startup_trials=ruleset.startup_trials, multivariate=True,
-                                         constant_liar=True)  # trials asked together do not all land on one point
     try:
-        return optuna.create_study(study_name=target.name, storage=storage, sampler=sampler, direction="maximize",
-                                   load_if_exists=True)
+        study = optuna.create_study(study_name=target.name, storage=storage, direction="maximize", load_if_exists=True)
     except Exception as e:  # a storage URL that cannot be opened
         raise VLBenchError(f"cannot open the tuning study {target.name} in {storage}: {str(e).splitlines()[0]}") from e
+    # Seeded by the target, and by how many trials a resumed study holds: a process that resumes a killed
+    # study must not replay the random draws of the one that died (its first draw would repeat a tried setting).
+    resumed_at = len(study.trials)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=int(stable_hash(target.name if not resumed_at else [target.name, resumed_at], 8), 16),
+        n_startup_trials=ruleset.startup_trials, multivariate=True,
+        constant_liar=True)  # trials asked together do not all land on one point
+    return study
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
