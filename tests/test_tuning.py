@@ -326,3 +326,51 @@ def test_the_report_tables_and_plots_every_study(env, script, tmp_path):
     assert cells[1:6] == [str(len(counted)), "0", f"{counted[0].value:.1f}", f"{best.value:.1f}", str(best.number + 1)]
     assert cells[6] == best.user_attrs["record"]
     assert (tmp_path / "studies.png").stat().st_size > 0
+
+
+def test_the_findings_tables_are_generated_from_the_study_and_the_board(env, script, tmp_path):
+    """scripts/ruleset_findings.py: the study's defaults -> best, the tuned row with its ids in seed order, its gain
+    over random with the pooled std, written between the markers of the docs file and nowhere else."""
+    import math
+    import shutil
+
+    from vlbench.data.synthscenes import generate
+    from vlbench.tuning import studies
+
+    study = studies.counted(tune(env))
+    results = tmp_path / "results"
+    shutil.copytree(env / "results" / "tuning", results / "tuning")
+    generate(tmp_path / "data", 0, train=24, val=0, test=12, pretrain=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"protocol": {"steps": 2, "batch_size": 16}, "backbone_options": {"pretrained": None}}))
+    for seed in ("1", "0"):  # seed 1 first: the ids must still come in seed order
+        for condenser in (["forgetting", "--tuned"], ["random"]):
+            assert main(["run", "--condenser", *condenser, "--budget", "10", "--data-root", str(tmp_path / "data"),
+                         "--evals", "1", "--seed", seed, "--results", str(results), "--device", "cpu",
+                         "--config", str(config)]) == 0
+    docs = tmp_path / "protocol.md"
+    docs.write_text("before\n<!-- ruleset-findings:start -->\nold\n<!-- ruleset-findings:end -->\nafter\n")
+    findings = script("ruleset_findings")
+    assert findings.main(["--docs", str(docs), "--results", str(results), "--archive", str(tmp_path / "none")]) == 0
+
+    [table] = tables(ResultsStore(results).records())
+    row = {r["condenser"]: r for r in table.rows}
+    tuned, random = row["forgetting"], row["random"]
+    seeds = {r.run_id: r["spec"]["seed"] for r in ResultsStore(results).records()}
+    assert [seeds[i] for i in tuned["run_ids"]] == [0, 1]
+    best = max(study, key=lambda t: (t.value, -t.number))
+    text = docs.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    [block] = [b for b in text.split("**synthscenes · ")[1:] if b.startswith(f"{table.backbone} · 10 pairs**")]
+    line = next(l for l in block.splitlines() if l.startswith("| forgetting |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1].startswith(f"{study[0].value:.1f} → {best.value:.1f} ({best.number + 1}: ")
+    ids = ", ".join(i[:8] for i in tuned["run_ids"])
+    assert cells[2] == f"{tuned['mean_mean']:.1f} ± {tuned['mean_std']:.1f} ({ids})"
+    pooled = math.sqrt((tuned["mean_std"] ** 2 + random["mean_std"] ** 2) / 2)
+    assert cells[3] == f"{tuned['mean_mean'] - random['mean_mean']:+.1f} ({pooled:.1f})"
+    assert cells[4] == "—"  # no hand-chosen row
+    assert "| random | nothing to tune |" in text
+
+    docs.write_text("no markers\n")
+    assert findings.main(["--docs", str(docs), "--results", str(results)]) == 2

@@ -212,8 +212,10 @@ def condense_cost(record: dict[str, Any]) -> float | None:
 def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One leaderboard row as plain values (what CSV and JSON hold, and markdown and HTML format).
 
-    `runs` are the newest record of each condensing seed; the newest of them names the row.
+    `runs` are the newest record of each condensing seed; the newest of them names the row. Its run ids are
+    in the order of their seeds.
     """
+    runs = sorted(runs, key=lambda run: run.get("spec", {}).get("seed", 0))
     r = max(runs, key=lambda r: (r["created"], r["run_id"]))
     mean, std, over = _spread(runs)
     reference = is_reference(r)

@@ -1,0 +1,153 @@
+"""The tables of docs/protocol.md's "What the ruleset found", generated from the studies and the board's records.
+
+    python scripts/ruleset_findings.py [--docs docs/protocol.md] [--results results] [--archive results/v2]
+
+Per (data set, backbone, budget) that has a study or a hand-chosen row, one row per tunable method: its study's
+val score at the declared defaults (trial 1) and at the best trial with the settings that differ from the
+defaults; its board row under the tuned config (test, mean ± std over condensing seeds, record ids in seed
+order) and its gain over random with their pooled std; and its row under protocol v2's hand-chosen settings
+(the board's own until the tuned row replaces it, then the archive's). The rows of methods with nothing to
+tune follow. Replaces the text between the `<!-- ruleset-findings:start -->` and `<!-- ruleset-findings:end -->`
+markers, so that no number of those tables is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from vlbench.api import VLBenchError
+from vlbench.board.records import ResultsStore
+from vlbench.board.tables import collapsed, tables
+from vlbench.storage import atomic_write_text
+from vlbench.tuning.studies import STUDY_DIR, counted
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- ruleset-findings:start -->", "<!-- ruleset-findings:end -->"
+UNTUNED = ("0", "—")  # Trials of a row with nothing to tune, and of the full-data reference
+
+
+def studies(directory: Path, records: Path) -> dict[tuple, dict[str, Any]]:
+    """{(data set, backbone id, budget, condenser): that study's counted trials and their records}."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    found = {}
+    for db in sorted(directory.glob("*.db")):
+        storage = f"sqlite:///{db}"
+        for summary in optuna.get_all_study_summaries(storage):
+            trials = counted(optuna.load_study(study_name=summary.study_name, storage=storage))
+            by_trial = {t.number: json.loads((records / f"{t.user_attrs['record']}.json").read_text())
+                        for t in trials if "record" in t.user_attrs}
+            if not by_trial:
+                continue
+            r = next(iter(by_trial.values()))
+            found[(r["dataset"]["name"], r["backbone"]["id"], r["budget"], r["condenser"]["name"])] = {
+                "trials": trials, "records": by_trial}
+    return found
+
+
+def board_rows(results: Path) -> dict[tuple, list[dict[str, Any]]]:
+    """{(data set, backbone id, budget, condenser): its rows on the test board, ablations left out}."""
+    rows: dict[tuple, list[dict[str, Any]]] = {}
+    for table in tables(list(ResultsStore(results).records())):
+        for row in table.rows:
+            if not row["options"] and not row["reference"]:
+                rows.setdefault((table.dataset, table.backbone, row["budget"], row["condenser"]), []).append(row)
+    return rows
+
+
+def value(x: float) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def study_cell(study: dict[str, Any] | None) -> str:
+    if study is None:
+        return "study not run yet"
+    trials = study["trials"]
+    defaults = trials[0]
+    mark = " §" if defaults.number in study["records"] and collapsed([study["records"][defaults.number]]) else ""
+    done = [t for t in trials if t.value is not None]
+    best = max(done, key=lambda t: (t.value, -t.number))
+    changed = {k: v for k, v in sorted(best.params.items()) if defaults.params.get(k) != v}
+    settings = ", ".join(f"{k} {value(v)}" for k, v in changed.items()) or "the defaults"
+    first = "failed" if defaults.value is None else f"{defaults.value:.1f}{mark}"
+    return f"{first} → {best.value:.1f} ({best.number + 1}: {settings})"
+
+
+def row_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "—"
+    mark = f" § ({row['collapsed']} of {row['models']} models collapsed)" if row["collapsed"] else ""
+    ids = ", ".join(run_id[:8] for run_id in row["run_ids"])
+    return f"{row['mean_mean']:.1f} ± {row['mean_std']:.1f}{mark} ({ids})"
+
+
+def gain_cell(row: dict[str, Any] | None, random: dict[str, Any] | None) -> str:
+    if row is None or random is None or row is random:
+        return "—"
+    pooled = math.sqrt((row["mean_std"] ** 2 + random["mean_std"] ** 2) / 2)
+    return f"{row['mean_mean'] - random['mean_mean']:+.1f} ({pooled:.1f})"
+
+
+def findings(found: dict[tuple, dict[str, Any]], board: dict[tuple, list], archive: dict[tuple, list]) -> str:
+    def tuned(key):
+        return next((r for r in board.get(key, []) if r["trials"] not in (*UNTUNED, "hand")), None)
+
+    def hand(key):
+        return next((r for r in board.get(key, []) + archive.get(key, []) if r["trials"] == "hand"), None)
+
+    targets = sorted({k[:3] for k in found} | {k[:3] for k in board if hand(k)})
+    out = []
+    for dataset, backbone, budget in targets:
+        methods = sorted({k[3] for k in found if k[:3] == (dataset, backbone, budget)}
+                         | {k[3] for k in board if k[:3] == (dataset, backbone, budget) and hand(k)})
+        random = next(iter(board.get((dataset, backbone, budget, "random"), [])), None)
+        lines = []
+        for method in methods:
+            key = (dataset, backbone, budget, method)
+            row, before = tuned(key), hand(key)
+            same = " (the same settings)" if row and before and row["config_hash"] == before["config_hash"] else ""
+            order = -row["mean_mean"] if row else math.inf  # best tuned row first, methods without one last
+            lines.append((order, [method, study_cell(found.get(key)), row_cell(row), gain_cell(row, random),
+                                  row_cell(before) + same]))
+        plain = sorted((r for k, rows in board.items() if k[:3] == (dataset, backbone, budget)
+                        for r in rows if r["trials"] == "0"), key=lambda r: -r["mean_mean"])
+        out.append(f"**{dataset} · {backbone} · {budget} pairs**\n\n"
+                   "| method | val: defaults → best (trial: settings) | board row, tuned | vs random (pooled std) "
+                   "| board row, v2 hand-chosen |\n|---|---|---|---|---|\n"
+                   + "".join(f"| {' | '.join(cells)} |\n" for _, cells in sorted(lines, key=lambda l: l[0]))
+                   + "".join(f"| {r['condenser']} | nothing to tune | {row_cell(r)} | {gain_cell(r, random)} | |\n"
+                             for r in plain))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", default=str(ROOT / "docs" / "protocol.md"))
+    parser.add_argument("--results", default=str(ROOT / "results"))
+    parser.add_argument("--archive", default=str(ROOT / "results" / "v2"))
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    docs = Path(args.docs)
+    try:
+        text = docs.read_text()
+        if START not in text or END not in text:
+            raise VLBenchError(f"{docs} lacks the {START} / {END} markers")
+        found = studies(results / STUDY_DIR.relative_to("results"), results / "tuning" / "records")
+        block = findings(found, board_rows(results), board_rows(Path(args.archive)))
+    except (OSError, VLBenchError) as e:
+        print(f"ruleset_findings: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(docs, re.sub(f"{re.escape(START)}.*?{re.escape(END)}", lambda _: f"{START}\n{block}{END}",
+                                   text, flags=re.S))
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
