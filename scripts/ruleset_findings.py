@@ -13,7 +13,6 @@ markers, so that no number of those tables is typed by hand.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -24,31 +23,16 @@ from vlbench.api import VLBenchError
 from vlbench.board.records import ResultsStore
 from vlbench.board.tables import collapsed, tables
 from vlbench.storage import atomic_write_text
-from vlbench.tuning.studies import STUDY_DIR, counted
+from vlbench.tuning.studies import STUDY_DIR, StoredStudy, best_of, stored_studies
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- ruleset-findings:start -->", "<!-- ruleset-findings:end -->"
 UNTUNED = ("0", "—")  # Trials of a row with nothing to tune, and of the full-data reference
 
 
-def studies(directory: Path, records: Path) -> dict[tuple, dict[str, Any]]:
-    """{(data set, backbone id, budget, condenser): that study's counted trials and their records}."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    found = {}
-    for db in sorted(directory.glob("*.db")):
-        storage = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(storage):
-            trials = counted(optuna.load_study(study_name=summary.study_name, storage=storage))
-            by_trial = {t.number: json.loads((records / f"{t.user_attrs['record']}.json").read_text())
-                        for t in trials if "record" in t.user_attrs}
-            if not by_trial:
-                continue
-            r = next(iter(by_trial.values()))
-            found[(r["dataset"]["name"], r["backbone"]["id"], r["budget"], r["condenser"]["name"])] = {
-                "trials": trials, "records": by_trial}
-    return found
+def studies(directory: Path) -> dict[tuple, StoredStudy]:
+    """{(data set, backbone id, budget, condenser): its study} of every study that made a record."""
+    return {study.target: study for study in stored_studies(directory) if study.target is not None}
 
 
 def board_rows(results: Path) -> dict[tuple, list[dict[str, Any]]]:
@@ -65,14 +49,13 @@ def value(x: float) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def study_cell(study: dict[str, Any] | None) -> str:
+def study_cell(study: StoredStudy | None) -> str:
     if study is None:
         return "study not run yet"
-    trials = study["trials"]
-    defaults = trials[0]
-    mark = " §" if defaults.number in study["records"] and collapsed([study["records"][defaults.number]]) else ""
-    done = [t for t in trials if t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number))
+    defaults, best = study.trials[0], best_of(study.trials)
+    if best is None:
+        return "every trial failed"
+    mark = " §" if defaults.number in study.records and collapsed([study.records[defaults.number]]) else ""
     changed = {k: v for k, v in sorted(best.params.items()) if defaults.params.get(k) != v}
     settings = ", ".join(f"{k} {value(v)}" for k, v in changed.items()) or "the defaults"
     first = "failed" if defaults.value is None else f"{defaults.value:.1f}{mark}"
@@ -94,7 +77,7 @@ def gain_cell(row: dict[str, Any] | None, random: dict[str, Any] | None) -> str:
     return f"{row['mean_mean'] - random['mean_mean']:+.1f} ({pooled:.1f})"
 
 
-def findings(found: dict[tuple, dict[str, Any]], board: dict[tuple, list], archive: dict[tuple, list]) -> str:
+def findings(found: dict[tuple, StoredStudy], board: dict[tuple, list], archive: dict[tuple, list]) -> str:
     def tuned(key):
         return next((r for r in board.get(key, []) if r["trials"] not in (*UNTUNED, "hand")), None)
 
@@ -138,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         text = docs.read_text()
         if START not in text or END not in text:
             raise VLBenchError(f"{docs} lacks the {START} / {END} markers")
-        found = studies(results / STUDY_DIR.relative_to("results"), results / "tuning" / "records")
+        found = studies(results / STUDY_DIR.relative_to("results"))
         block = findings(found, board_rows(results), board_rows(Path(args.archive)))
     except (OSError, VLBenchError) as e:
         print(f"ruleset_findings: {e}", file=sys.stderr)

@@ -5,7 +5,8 @@
 Writes PREFIX.md (default results/tuning/studies): per study (condenser, data set, backbone, budget) its
 trials counted against the ruleset, the declared defaults' val score (trial 1), the best score, which
 trial found it and its settings; and PREFIX.png (needs matplotlib: `pip install 'vlbench[report]'`):
-best-so-far mean val recall against trials, one line per method, one panel per budget.
+best-so-far mean val recall against trials, one line per method (one colour each throughout), a panel per
+budget, a row of panels per data set and backbone.
 """
 from __future__ import annotations
 
@@ -18,21 +19,9 @@ from tabulate import tabulate
 
 from vlbench.api import VLBenchError
 from vlbench.storage import atomic_write_text
-from vlbench.tuning.studies import STUDY_DIR, counted
+from vlbench.tuning.studies import STUDY_DIR, StoredStudy, best_of, stored_studies
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def studies(directory: Path) -> list[tuple[str, list[Any]]]:
-    """[(study name, its counted trials in order)] of every study database in `directory`."""
-    import optuna
-
-    found = []
-    for db in sorted(directory.glob("*.db")):
-        storage = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(storage):
-            found.append((summary.study_name, counted(optuna.load_study(study_name=summary.study_name, storage=storage))))
-    return found
 
 
 def best_so_far(trials: list[Any]) -> list[float | None]:
@@ -45,13 +34,13 @@ def best_so_far(trials: list[Any]) -> list[float | None]:
     return out
 
 
-def rows(found: list[tuple[str, list[Any]]]) -> list[list[Any]]:
+def rows(found: list[StoredStudy]) -> list[list[Any]]:
     table = []
-    for name, trials in found:
-        done = [t for t in trials if t.value is not None]
-        best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    for study in found:
+        trials = study.trials
+        best = best_of(trials)
         first = trials[0].value if trials and trials[0].value is not None else None
-        table.append([name, len(trials), sum(t.value is None for t in trials),
+        table.append([study.name, len(trials), sum(t.value is None for t in trials),
                       "—" if first is None else f"{first:.1f}",
                       "—" if best is None else f"{best.value:.1f}",
                       "—" if best is None else best.number + 1,
@@ -61,28 +50,32 @@ def rows(found: list[tuple[str, list[Any]]]) -> list[list[Any]]:
     return table
 
 
-def plot(found: list[tuple[str, list[Any]]], path: Path) -> None:
+def plot(found: list[StoredStudy], path: Path) -> None:
+    """A row of panels per data set and backbone, a panel per budget; each method keeps its colour throughout."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_budget: dict[str, list[tuple[str, list[Any]]]] = {}
-    for name, trials in found:
-        label, budget = name.rsplit("-", 1)  # study names end in the budget
-        by_budget.setdefault(budget, []).append((label, trials))
-    budgets = sorted(by_budget, key=int)
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 3.6), squeeze=False)
-    for ax, budget in zip(axes[0], budgets):
-        for label, trials in sorted(by_budget[budget]):
-            curve = best_so_far(trials)
-            xs = [i + 1 for i, v in enumerate(curve) if v is not None]
-            ax.plot(xs, [v for v in curve if v is not None], marker="o", label=label.split("-synthscenes")[0])
-        ax.set_title(f"{budget} pairs")
-        ax.set_xlabel("trial")
-        ax.set_ylabel("best mean val recall so far")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    placed = [s for s in found if s.target is not None]
+    rows = sorted({s.target[:2] for s in placed})
+    budgets = sorted({s.target[2] for s in placed})
+    methods = sorted({s.target[3] for s in placed})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(rows), len(budgets), figsize=(4.5 * len(budgets), 3.6 * len(rows)), squeeze=False)
+    for (dataset, backbone), line in zip(rows, axes):
+        for budget, ax in zip(budgets, line):
+            for study in sorted((s for s in placed if s.target[:3] == (dataset, backbone, budget)), key=lambda s: s.target):
+                curve = best_so_far(study.trials)
+                xs = [i + 1 for i, v in enumerate(curve) if v is not None]
+                ax.plot(xs, [v for v in curve if v is not None], marker="o", color=colours[study.target[3]],
+                        label=study.target[3])
+            ax.set_title(f"{dataset} · {backbone} · {budget} pairs", fontsize=9)
+            ax.set_xlabel("trial")
+            ax.set_ylabel("best mean val recall so far")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "results" / "tuning" / "studies"))
     args = parser.parse_args(argv)
     try:
-        found = studies(Path(args.studies))
+        found = stored_studies(Path(args.studies))
         if not found:
             raise VLBenchError(f"no tuning study in {args.studies}: run `vlbench tune` first")
     except VLBenchError as e:

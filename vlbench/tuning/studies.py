@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vlbench.core import RunSpec, TrainProtocol, VLBenchError, stable_hash
-from vlbench.board.records import ResultsStore
+from vlbench.board.records import ResultsStore, read_record
 from vlbench.sweep.plan import Plan, Sweep, make_plan, run_plan
 from vlbench.tuning.tuned import Target, canonical, declared_space, write_choice
 
@@ -209,9 +209,42 @@ def _run_trials(batch: list[optuna.Trial], params: list[dict[str, Any]], specs: 
     return out
 
 
+def best_of(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The best finished trial; ties go to the earlier trial. None when every trial failed."""
+    done = [t for t in trials if t.value is not None]
+    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The best finished trial; ties go to the earlier trial."""
-    done = [t for t in counted(study) if t.value is not None]
-    if not done:
+    best = best_of(counted(study))
+    if best is None:
         raise VLBenchError(f"study {study.study_name} has no finished trial: every trial failed")
-    return max(done, key=lambda t: (t.value, -t.number))
+    return best
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A study as the reports read it: its counted trials, the run record of each trial that made one, and
+    what it tuned (data set, backbone id, budget, condenser; read from those records, None if it has none)."""
+
+    name: str
+    trials: list[optuna.trial.FrozenTrial]
+    records: dict[int, dict[str, Any]]  # by trial number
+    target: tuple[str, str, int, str] | None
+
+
+def stored_studies(directory: Path) -> list[StoredStudy]:
+    """Every study in the SQLite files of `directory` (results/tuning/studies), its trials' records read from
+    the `records/` beside it."""
+    optuna = _optuna()
+    found = []
+    for db in sorted(Path(directory).glob("*.db")):
+        storage = f"sqlite:///{db}"
+        for summary in optuna.get_all_study_summaries(storage):
+            trials = counted(optuna.load_study(study_name=summary.study_name, storage=storage))
+            records = {t.number: dict(read_record(Path(directory).parent / "records" / f"{t.user_attrs['record']}.json", ()))
+                       for t in trials if "record" in t.user_attrs}
+            r = next(iter(records.values()), None)
+            target = None if r is None else (r["dataset"]["name"], r["backbone"]["id"], r["budget"], r["condenser"]["name"])
+            found.append(StoredStudy(summary.study_name, trials, records, target))
+    return found
