@@ -16,16 +16,17 @@ from pathlib import Path
 
 from vlbench.board.reproduce import reproduce
 from vlbench.board.records import ResultsStore, RunRecord
-from vlbench.board.tables import evaluated_on
+from vlbench.board.tables import ablated, evaluated_on
 
 BOARD = Path(__file__).resolve().parent.parent / "results"
 DEFAULT_TABLE = ["synthscenes", "tinyvit-minilm"]  # its rows go by their plain names
 
 
 def row(record: RunRecord) -> str:
-    """`tm-lora@100`, `lors@500 lr_sim=0.0`; a row of another table names it first: data set, condensing
-    backbone and, where it differs, the evaluated one (`emoji/tinyvit-minilm-f708a675:random@100`)."""
-    options = record["spec"]["condenser_options"]
+    """`tm-lora@100`, `lors@500 lr_sim=0.0`: the options beyond the row's tuned config, as the table names an
+    ablation (a tuned row is named by its condenser alone); a row of another table names it first: data set,
+    condensing backbone and, where it differs, the evaluated one (`emoji/tinyvit-minilm-f708a675:random@100`)."""
+    options = ablated(record)
     name = f"{record.condenser}@{record.budget}" + "".join(f" {k}={v}" for k, v in sorted(options.items()))
     place = [record["dataset"]["name"], record["backbone"]["id"]]
     if evaluated_on(record) != record["backbone"]["id"]:

@@ -87,7 +87,8 @@ def test_the_board_script_reruns_the_newest_seed_0_record_of_every_row(script):
     rows = script("reproduce_board").seed_zero_rows()
     assert rows["random@100"].run_id == "da0a1c07-20261130T024201Z-deeeaad9"
     assert rows["tm-lora@100"].run_id == "092b48bb-20261207T142637Z-aa03d24b"  # the tuned row (the v2 one is archived)
-    assert "lors@500 lr_sim=0.0" in rows and "full@40000" in rows
+    # a tuned row goes by its condenser alone, an ablation of it by the options it changes
+    assert rows["tm@100"]["spec"]["tuned"] and "lors@500 lr_sim=0.0" in rows and "full@40000" in rows
     # another table's row is its own, named by its table (the emoji board's random@100 took the place of
     # synthscenes' when rows went by condenser and budget alone)
     assert rows["emoji/tinyvit-minilm-f708a675:random@100"].run_id == "7ade8747-20261207T194954Z-24a64a9e"
