@@ -21,7 +21,7 @@ from typing import Any
 
 from vlbench.api import VLBenchError
 from vlbench.board.records import ResultsStore
-from vlbench.board.tables import collapsed, tables
+from vlbench.board.tables import collapsed, pooled_std, tables
 from vlbench.storage import atomic_write_text
 from vlbench.tuning.studies import STUDY_DIR, StoredStudy, best_of, stored_studies
 
@@ -71,10 +71,10 @@ def row_cell(row: dict[str, Any] | None) -> str:
 
 
 def gain_cell(row: dict[str, Any] | None, random: dict[str, Any] | None) -> str:
+    """The row's gain over random (the board's Gain column) and their pooled std."""
     if row is None or random is None or row is random:
         return "—"
-    pooled = math.sqrt((row["mean_std"] ** 2 + random["mean_std"] ** 2) / 2)
-    return f"{row['mean_mean'] - random['mean_mean']:+.1f} ({pooled:.1f})"
+    return f"{row['gain']:+.1f} ({pooled_std(row, random):.1f})"
 
 
 def findings(found: dict[tuple, StoredStudy], board: dict[tuple, list], archive: dict[tuple, list]) -> str:

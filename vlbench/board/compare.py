@@ -8,14 +8,13 @@ budget), and a thread count that differs from the other records' is pointed out.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from vlbench.board.records import ResultsStore
-from vlbench.board.tables import Table, tables
+from vlbench.board.tables import Table, pooled_std, tables
 from vlbench.core import VLBenchError
 
 HEADERS = ["Condenser", "Pairs", "Mean ({ours})", "Mean ({theirs})", "Difference", "Note"]
@@ -31,9 +30,8 @@ def _mean(row: dict[str, Any]) -> str:
 
 
 def _verdict(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    pooled = math.sqrt((ours["mean_std"] ** 2 + theirs["mean_std"] ** 2) / 2)
     diff = ours["mean_mean"] - theirs["mean_mean"]
-    return "within noise" if abs(diff) <= pooled else "above" if diff > 0 else "below"
+    return "within noise" if abs(diff) <= pooled_std(ours, theirs) else "above" if diff > 0 else "below"
 
 
 def _threads(records: list[dict[str, Any]], run_ids: list[str]) -> str:

@@ -174,6 +174,11 @@ def _cross_row(key: tuple, cells: dict[str, dict[str, Any]], runs: dict[str, dic
             "condensed_on": condensed_on or None, "cells": cells}
 
 
+def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The pooled std over condensing seeds of two rows' mean recall: the margin of the tie rule."""
+    return math.sqrt((a["mean_std"] ** 2 + b["mean_std"] ** 2) / 2)
+
+
 def _compare(rows: list[dict[str, Any]]) -> None:
     """Per budget: the gain over random, and the best row (or the tied ones) by the pooled-std rule."""
     for budget in {r["budget"] for r in rows if not r["reference"]}:
@@ -185,8 +190,7 @@ def _compare(rows: list[dict[str, Any]]) -> None:
             continue
         top = same[0]
         for r in same[1:]:
-            pooled = math.sqrt((top["mean_std"] ** 2 + r["mean_std"] ** 2) / 2)
-            if top["mean_mean"] - r["mean_mean"] <= pooled:
+            if top["mean_mean"] - r["mean_mean"] <= pooled_std(top, r):
                 top["rank_mark"] = r["rank_mark"] = "tied"
         top["rank_mark"] = top["rank_mark"] or "best"
 
