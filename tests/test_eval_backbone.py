@@ -44,6 +44,19 @@ def test_eval_backbones_in_a_grid_are_an_axis():
         expand([{"condenser": "random", "budget": 5, "eval_backbone": "a", "eval_backbones": ["b"]}])
 
 
+def test_the_cross_architecture_grids_same_architecture_runs_are_the_boards_own():
+    """configs/cross-arch.yaml reuses the board's rows as its tiny-ViT cells: the same specs (tuned or not alike),
+    so a sweep skips them instead of rerunning a board row under other settings."""
+    from vlbench.config import read_sweep
+
+    board = [s.to_dict() for s in expand(read_sweep(REPO / "configs" / "board.yaml")["grid"])]
+    cross = expand(read_sweep(REPO / "configs" / "cross-arch.yaml")["grid"])
+    own = [s for s in cross if s.backbone == "tinyvit-minilm" and s.eval_backbone is None and s.condenser != "full"]
+    assert len(own) == 3 * 2 * 5  # random, herding, tm, tm-lora, lors at 100 and 200 pairs, 3 seeds
+    for spec in own:
+        assert spec.to_dict() in board, spec.to_dict()
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from vlbench.data.synthscenes import generate
