@@ -7,7 +7,7 @@ import pytest
 from vlbench.cli import main
 from vlbench.core import RunSpec, VLBenchError
 from vlbench.board.records import ResultsStore, RunRecord
-from vlbench.config import expand
+from vlbench.config import expand, read_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,6 @@ def test_eval_backbones_in_a_grid_are_an_axis():
 def test_the_cross_architecture_grids_same_architecture_runs_are_the_boards_own():
     """configs/cross-arch.yaml reuses the board's rows as its tiny-ViT cells: the same specs (tuned or not alike),
     so a sweep skips them instead of rerunning a board row under other settings."""
-    from vlbench.config import read_sweep
-
     board = [s.to_dict() for s in expand(read_sweep(REPO / "configs" / "board.yaml")["grid"])]
     cross = expand(read_sweep(REPO / "configs" / "cross-arch.yaml")["grid"])
     own = [s for s in cross if s.backbone == "tinyvit-minilm" and s.eval_backbone is None and s.condenser != "full"]
